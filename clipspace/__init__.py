@@ -1,0 +1,10 @@
+"""clipspace: see what CLIP embeddings encode.
+
+    >>> import clipspace
+    >>> clip = clipspace.load_clip()                       # the offline default, a tiny world-trained CLIP
+    >>> clip = clipspace.load_clip("ViT-B-32", pretrained="openai")   # any open_clip model
+"""
+from .clip import ClipModel, load_clip
+
+__all__ = ["ClipModel", "load_clip"]
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Training code for the offline default models: `python -m clipspace.train clip|decoder ...`."""
