@@ -176,7 +176,11 @@ def _write(img: Image.Image, text: Text) -> Image.Image:
     big = img.width
     layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
-    font = _font(int(round(text.size * big)))
+    px = int(round(text.size * big))
+    font = _font(px)
+    width = draw.textlength(text.word, font=font)
+    if width > 0.92 * big:  # long words shrink to fit rather than run off the edge
+        font = _font(int(px * 0.92 * big / width))
     colour = TEXT_COLOURS.get(text.colour)
     if colour is None:
         raise ValueError(f"unknown text colour {text.colour!r}; use one of {tuple(TEXT_COLOURS)}")
