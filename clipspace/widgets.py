@@ -1,0 +1,108 @@
+"""Small pieces every notebook's widgets share: an error panel, a guard for callbacks, a save button.
+
+An exception inside an ipywidgets callback is otherwise swallowed (it goes to JupyterLab's log
+console, which nobody opens), so the figure just stops updating. `guarded(output)` shows the
+traceback in an Output widget under the figure instead.
+
+    out = error_output()
+    @guarded(out)
+    def on_change(change):
+        fig.data[0].y = scores(slider.value)       # a library function; the widget only wires it
+    slider.observe(on_change, names="value")
+    display(figure_panel(fig, [slider], out, save=save_button(lambda: fig, "zero_shot_bars", out)))
+"""
+from __future__ import annotations
+
+import functools
+import traceback
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import ipywidgets as widgets
+
+from .figures import FORMATS, figure_dir, save_figure
+
+
+def error_output() -> widgets.Output:
+    """An Output widget for a panel's messages and tracebacks (bordered so an error is noticed)."""
+    return widgets.Output(layout=widgets.Layout(border="1px solid #ddd", padding="2px 6px", min_height="1.5em"))
+
+
+def _append(output: widgets.Output, name: str, text: str) -> None:
+    # Append to .outputs directly: works in a kernel (synced to the browser) and in plain pytest alike.
+    output.outputs = output.outputs + ({"output_type": "stream", "name": name, "text": text},)
+
+
+def guarded(output: widgets.Output) -> Callable:
+    """Decorator for widget callbacks: clear `output`, run the callback (its prints go to `output`),
+    and on an exception print the traceback into `output` instead of losing it. Returns None then.
+
+    `wrapper.last_error` holds the last exception (None after a call that succeeded).
+    """
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            output.outputs = ()
+            wrapper.last_error = None
+            with output:  # in a kernel, print() inside the callback shows in the panel
+                try:  # caught inside `with`: Output.__exit__ would otherwise swallow it in a kernel
+                    return fn(*args, **kwargs)
+                except Exception as e:  # noqa: BLE001 (shown to the user, not swallowed)
+                    wrapper.last_error = e
+                    _append(output, "stderr", "".join(traceback.format_exception(type(e), e, e.__traceback__)))
+                    return None
+
+        wrapper.last_error = None
+        return wrapper
+
+    return decorate
+
+
+def save_button(get_figure: Callable[[], object], stem: str, output: widgets.Output | None = None,
+                formats: Sequence[str] = FORMATS, directory: str | Path | None = None,
+                description: str = "Save figure") -> widgets.Button:
+    """A button that saves `get_figure()` as `<directory>/<stem>.<fmt>` and lists the files in `output`.
+
+    `directory` defaults to `figure_dir()` ($CLIPSPACE_FIGURE_DIR or ./figures next to the notebook),
+    read at click time. Without `output` a new one is made: show `button.output` next to the button.
+    Errors (and a skipped PNG/SVG when there is no Chrome) are reported in the output, not raised.
+    """
+    output = output if output is not None else error_output()
+    button = widgets.Button(description=description, icon="download", tooltip=f"save {stem}.{{{','.join(formats)}}}")
+    button.output = output
+
+    @guarded(output)
+    def on_click(_):
+        button.disabled, button.description = True, "Saving…"
+        try:
+            import warnings
+
+            path = Path(directory) / stem if directory is not None else figure_dir() / stem
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                paths = save_figure(get_figure(), path, formats=formats)
+            for w in caught:
+                _append(output, "stderr", f"{w.message}\n")
+            _append(output, "stdout", "Saved " + ", ".join(str(p) for p in paths) + "\n")
+            button.last_saved = paths
+        finally:
+            button.disabled, button.description = False, description
+
+    button.last_saved = []
+    button.on_click(on_click)
+    button.on_click_handler = on_click  # exposes .last_error for tests and debugging
+    return button
+
+
+def figure_panel(figure: widgets.DOMWidget, controls: Iterable[widgets.Widget] = (),
+                 output: widgets.Output | None = None, save: widgets.Button | None = None) -> widgets.VBox:
+    """Lay out a panel: controls in a row on top, the figure, then the save button and the output."""
+    rows = [widgets.HBox(list(controls))] if controls else []
+    rows.append(figure)
+    if save is not None:
+        rows.append(save)
+    if output is not None:
+        rows.append(output)
+    elif save is not None and getattr(save, "output", None) is not None:
+        rows.append(save.output)
+    return widgets.VBox(rows)
