@@ -7,7 +7,7 @@ registered with open_clip, weights in `clipspace/weights/`), any open_clip archi
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -24,6 +24,22 @@ DEFAULT_WEIGHTS = WEIGHTS_DIR / DEFAULT_MODEL
 open_clip.add_model_config(CONFIG_DIR)  # the tiny model is one more config, like ViT-B-32
 
 
+class ClipspaceError(Exception):
+    """Base of clipspace's own errors: each message names the input at fault and what to do."""
+
+
+class WeightsNotAvailableError(ClipspaceError, FileNotFoundError):
+    """Weights that are not on this machine (and cannot or may not be downloaded)."""
+
+
+class UnknownModelError(ClipspaceError, ValueError):
+    """A model architecture or pretrained tag open_clip does not know."""
+
+
+class UnsafeCheckpointError(ClipspaceError, ValueError):
+    """A checkpoint that would need unpickling arbitrary objects to load."""
+
+
 @dataclass
 class ClipModel:
     """A loaded CLIP model with its preprocess and tokenizer, and what a user needs to know of it."""
@@ -34,8 +50,7 @@ class ClipModel:
     name: str
     pretrained: str | None
     device: torch.device
-    weights_id: str = ""  # identifies the weights in cache keys: tag, or file digest
-    _last_truncated: list[int] = field(default_factory=list, repr=False)
+    weights_id: str = ""  # identifies the weights in cache keys ("sha256:..." of the file); "" = never cache
 
     @property
     def embed_dim(self) -> int:
@@ -58,15 +73,17 @@ class ClipModel:
         z = self.model.encode_image(pixels.to(self.device), normalize=True)
         return z.float().cpu().numpy()
 
-    def encode_images(self, images: Sequence, batch_size: int = 64) -> np.ndarray:
+    def encode_images(self, images, batch_size: int = 64, **kwargs) -> np.ndarray:
+        """Embed images (paths, PIL images, numpy arrays, or a folder): see `embedding.encode_images`."""
         from .embedding import encode_images
 
-        return encode_images(self, images, batch_size=batch_size)
+        return encode_images(self, images, batch_size=batch_size, **kwargs)
 
-    def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 256, **kwargs) -> np.ndarray:
+        """Embed texts: see `embedding.encode_texts` (reports texts cut at the context length)."""
         from .embedding import encode_texts
 
-        return encode_texts(self, texts, batch_size=batch_size)
+        return encode_texts(self, texts, batch_size=batch_size, **kwargs)
 
 
 def _device(device: str | torch.device | None) -> torch.device:

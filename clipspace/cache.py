@@ -1,0 +1,91 @@
+"""An on-disk cache of embedding vectors, one small file per input.
+
+Keys hash everything that changes a vector: the model (name, weights_id, parameter dtype), how its
+input is prepared (preprocess repr for images, tokenizer for texts) and the input itself (sha256 of
+a file's bytes, or of an in-memory image's pixels, or the text). The device is left out: CPU and
+GPU agree to float32 rounding. A model whose weights change in memory (training) keeps its
+weights_id, so do not cache through one; a ClipModel with an empty weights_id is never cached.
+
+File format, so that a torn or garbled file is detected and recomputed, never returned:
+32 bytes sha256 of the payload, then the payload (float32 little-endian vector). Writes go to a
+temporary file in the same folder, then os.replace, so readers never see half a file.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+_DIGESTS: dict[tuple, str] = {}  # (path, mtime_ns, size) -> sha256, memoised per process
+
+
+def cache_dir() -> Path:
+    """CLIPSPACE_CACHE_DIR if set, else ~/.cache/clipspace."""
+    return Path(os.environ.get("CLIPSPACE_CACHE_DIR") or Path.home() / ".cache" / "clipspace").expanduser()
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, computed once per (path, mtime, size) in this process."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+def digest(*parts) -> str:
+    """sha256 over the reprs of `parts` (bytes are hashed as they are)."""
+    h = hashlib.sha256()
+    for p in parts:
+        b = p if isinstance(p, bytes) else repr(p).encode()
+        h.update(len(b).to_bytes(8, "little") + b)  # length-prefixed: ("ab", "c") != ("a", "bc")
+    return h.hexdigest()
+
+
+def describe_transform(transform) -> str:
+    """repr of a transform without memory addresses (`<function f at 0x7f..>` differs per process)."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(transform))
+
+
+class VectorCache:
+    """Vectors of one length under `root/namespace/`, stored by key with a checksum."""
+
+    def __init__(self, namespace: str, dim: int, root: str | os.PathLike | None = None):
+        self.dir = Path(root or cache_dir()) / namespace
+        self.dim = dim
+
+    def _path(self, key: str) -> Path:
+        return self.dir / key[:2] / f"{key}.f32"
+
+    def get(self, key: str) -> np.ndarray | None:
+        """The stored vector, or None when absent, torn, garbled or of the wrong length."""
+        try:
+            data = self._path(key).read_bytes()
+        except OSError:
+            return None
+        check, payload = data[:32], data[32:]
+        if len(payload) != 4 * self.dim or hashlib.sha256(payload).digest() != check:
+            return None
+        return np.frombuffer(payload, dtype="<f4").astype(np.float32)
+
+    def put(self, key: str, vector: np.ndarray) -> None:
+        payload = np.ascontiguousarray(vector, dtype="<f4").tobytes()
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".f32")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(hashlib.sha256(payload).digest() + payload)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

@@ -1,0 +1,64 @@
+"""VectorCache: round trip, torn or garbled files are misses, writes leave no temporary files."""
+import hashlib
+import os
+
+import numpy as np
+import pytest
+
+from clipspace import cache
+from clipspace.cache import VectorCache, describe_transform, digest, file_digest
+
+
+@pytest.fixture
+def store(tmp_path):
+    return VectorCache("space", dim=8, root=tmp_path)
+
+
+def test_round_trip_and_miss(store, rng):
+    v = rng.standard_normal(8).astype(np.float32)
+    assert store.get("ab" * 32) is None
+    store.put("ab" * 32, v)
+    got = store.get("ab" * 32)
+    assert got.dtype == np.float32 and np.array_equal(got, v)
+    assert not list(store.dir.rglob(".tmp-*"))  # the temporary file was renamed into place
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garble", "empty", "wrong_length"])
+def test_damaged_file_is_a_miss(store, rng, damage):
+    key = "cd" * 32
+    store.put(key, rng.standard_normal(8))
+    path = next(store.dir.rglob("*.f32"))
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) - 5]
+    elif damage == "garble":
+        data[40] ^= 0xFF
+    elif damage == "empty":
+        data = b""
+    else:  # a valid file for a vector of another length
+        payload = np.zeros(9, "<f4").tobytes()
+        data = hashlib.sha256(payload).digest() + payload
+    path.write_bytes(bytes(data))
+    assert store.get(key) is None
+
+
+def test_cache_dir_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIPSPACE_CACHE_DIR", str(tmp_path / "c"))
+    assert cache.cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("CLIPSPACE_CACHE_DIR")
+    assert cache.cache_dir() == cache.Path.home() / ".cache" / "clipspace"
+
+
+def test_file_digest_is_sha256_and_follows_edits(tmp_path):
+    f = tmp_path / "x.bin"
+    f.write_bytes(b"hello")
+    assert file_digest(f) == hashlib.sha256(b"hello").hexdigest()
+    f.write_bytes(b"hello, world")
+    os.utime(f, ns=(1, 1))  # a new mtime and size: the memo must not answer with the old digest
+    assert file_digest(f) == hashlib.sha256(b"hello, world").hexdigest()
+
+
+def test_digest_separates_parts_and_transform_repr_drops_addresses():
+    assert digest("ab", "c") != digest("a", "bc")
+    def f(): pass
+    assert "0x" not in describe_transform([f]) and "function" in describe_transform([f])

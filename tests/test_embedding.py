@@ -1,0 +1,205 @@
+"""encode_images / encode_texts: equal to open_clip's own calls, in order, robust to bad files,
+honest about truncation, and cached on disk without ever returning a damaged entry."""
+import contextlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clipspace.embedding import Embeddings, encode_images, encode_texts
+from clipspace.images import BadImageError
+from conftest import build_random_clip
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIPSPACE_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module")
+def vit_clip():
+    """A second, different open_clip architecture (ViT towers, 224 px, 77 tokens), random weights."""
+    return build_random_clip("ViT-S-32-alt", seed=1)
+
+
+@pytest.fixture(params=["tiny", "vit"])
+def any_clip(request, tiny_clip):
+    return tiny_clip if request.param == "tiny" else request.getfixturevalue("vit_clip")
+
+
+def pictures(n=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 256, (30 + 7 * i, 50 - 3 * i, 3), dtype=np.uint8)) for i in range(n)]
+
+
+def save_all(folder, images, names=None):
+    paths = [folder / (names[i] if names else f"img{i}.png") for i in range(len(images))]
+    for p, im in zip(paths, images):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        im.save(p)
+    return paths
+
+
+def reference(clip, pil_images):
+    """open_clip's own embedding: model.encode_image(preprocess(img)), L2-normalised."""
+    with torch.inference_mode():
+        z = clip.model.encode_image(torch.stack([clip.preprocess(im) for im in pil_images]))
+    return (z / z.norm(dim=-1, keepdim=True)).numpy()
+
+
+@contextlib.contextmanager
+def forward_calls(module):
+    calls = []
+    handle = module.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+def test_images_equal_open_clip(any_clip, tmp_path):
+    ims = pictures(5)
+    paths = save_all(tmp_path / "imgs", ims)
+    arrays = [np.asarray(ims[0]), np.asarray(ims[1]) / 255.0, np.asarray(ims[2])[:, :, 0]]
+    got = encode_images(any_clip, [*paths, ims[3], *arrays], batch_size=3)  # 3 batches: order across them
+    expected_inputs = [Image.open(p).convert("RGB") for p in paths] + [ims[3], ims[0], ims[1],
+                                                                      ims[2].getchannel(0).convert("RGB")]
+    assert isinstance(got, Embeddings) and got.dtype == np.float32 and got.shape == (9, any_clip.embed_dim)
+    np.testing.assert_allclose(got, reference(any_clip, expected_inputs), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, atol=1e-6)
+    assert got.sources[:5] == paths and got.failures == []
+
+
+def test_texts_equal_open_clip(any_clip):
+    texts = ["a red circle", "two blue squares left of a star", "", "A PHOTO OF A DOG"]
+    got = encode_texts(any_clip, texts, batch_size=3)
+    with torch.inference_mode():
+        z = any_clip.model.encode_text(any_clip.tokenizer(texts))
+    np.testing.assert_allclose(got, (z / z.norm(dim=-1, keepdim=True)).numpy(), atol=1e-5)
+    assert got.sources == texts and got.truncated == []
+    assert encode_texts(any_clip, "a red circle").shape == (1, any_clip.embed_dim)  # one string is one text
+
+
+def test_truncation_reported(tiny_clip):
+    ctx = tiny_clip.context_length
+    texts = ["a " * (ctx - 2), "a " * (ctx - 1), "short"]  # exactly fits; one token too long
+    counts = (tiny_clip.tokenizer(texts, context_length=2 * ctx) != 0).sum(1).tolist()  # open_clip's own count
+    assert counts == [ctx, ctx + 1, 3]
+    with pytest.warns(UserWarning, match=rf"1 of 3 texts .* context of {ctx} tokens .* indices 1\b"):
+        got = encode_texts(tiny_clip, texts)
+    assert got.truncated == [1]
+
+
+def bad_files(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "b_text.png").write_text("not an image")
+    (folder / "c_empty.jpg").write_bytes(b"")
+    good = folder / "x.png"
+    pictures(1, seed=9)[0].save(good)
+    (folder / "d_cut.png").write_bytes(good.read_bytes()[:200])
+    good.unlink()
+    return ["b_text.png", "c_empty.jpg", "d_cut.png"]
+
+
+def test_folder_skips_bad_files_and_keeps_order(tiny_clip, tmp_path):
+    ims = pictures(4)
+    good = save_all(tmp_path / "f", ims, ["z.png", "a.png", "sub/a.png", "e.png"])
+    bad = bad_files(tmp_path / "f")
+    with pytest.warns(UserWarning, match=r"3 of 7 images could not be read") as w:
+        got = encode_images(tiny_clip, tmp_path / "f", batch_size=2)
+    assert all(name in str(w[0].message) for name in bad)
+    order = [1, 3, 2, 0]  # sorted by relative path: a, e, sub/a, z
+    assert got.sources == [good[i] for i in order]
+    np.testing.assert_allclose(got, reference(tiny_clip, [ims[i] for i in order]), atol=1e-5)
+    assert [s.name for s, _ in got.failures] == bad
+    assert [r.split(" ")[0] for _, r in got.failures] == ["not", "empty", "truncated"]
+
+
+def test_list_is_strict_unless_asked(tiny_clip, tmp_path):
+    ims = pictures(2)
+    a, b = save_all(tmp_path, ims)
+    bad_files(tmp_path / "bad")
+    bad = tmp_path / "bad" / "b_text.png"
+    with pytest.raises(BadImageError, match="b_text.png: not an image"):
+        encode_images(tiny_clip, [a, bad, b])
+    with pytest.warns(UserWarning, match="1 of 3"):
+        got = encode_images(tiny_clip, [a, bad, b], strict=False)
+    assert got.sources == [a, b] and got.failures[0][0] == bad
+    np.testing.assert_allclose(got, reference(tiny_clip, ims), atol=1e-5)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BadImageError, match="no image files"):
+        encode_images(tiny_clip, tmp_path / "empty")
+
+
+def test_cache_hit_does_not_run_the_model(tiny_clip, tmp_path, cache_dir):
+    paths = save_all(tmp_path / "imgs", pictures(3))
+    with forward_calls(tiny_clip.model.visual) as calls:
+        first = encode_images(tiny_clip, paths)
+    assert sum(calls) == 3 and len(list(cache_dir.rglob("*.f32"))) == 3
+    with forward_calls(tiny_clip.model.visual) as calls:
+        again = encode_images(tiny_clip, paths)
+    assert calls == [] and np.array_equal(first, again) and again.sources == paths
+    ims = pictures(2, seed=5)  # in-memory images: cached only when asked
+    encode_images(tiny_clip, ims, cache=True)
+    with forward_calls(tiny_clip.model.visual) as calls:
+        encode_images(tiny_clip, ims)
+        assert sum(calls) == 2
+        encode_images(tiny_clip, ims, cache=True)
+        assert sum(calls) == 2
+
+
+def test_cache_follows_file_content(tiny_clip, tmp_path):
+    path = save_all(tmp_path, pictures(1))[0]
+    encode_images(tiny_clip, [path])
+    new = pictures(1, seed=7)[0]
+    new.save(path)
+    np.testing.assert_allclose(encode_images(tiny_clip, [path]), reference(tiny_clip, [new]), atol=1e-5)
+
+
+def test_damaged_cache_is_recomputed(tiny_clip, tmp_path, cache_dir):
+    paths = save_all(tmp_path / "imgs", pictures(3))
+    first = encode_images(tiny_clip, paths)
+    files = sorted(cache_dir.rglob("*.f32"))
+    files[0].write_bytes(files[0].read_bytes()[:50])  # torn write
+    data = bytearray(files[1].read_bytes())
+    data[-1] ^= 0x55  # garbled payload
+    files[1].write_bytes(bytes(data))
+    with forward_calls(tiny_clip.model.visual) as calls:
+        again = encode_images(tiny_clip, paths)
+    assert sum(calls) == 2 and np.array_equal(first, again)
+    with forward_calls(tiny_clip.model.visual) as calls:
+        encode_images(tiny_clip, paths)
+    assert calls == []  # the damaged entries were rewritten
+
+
+def test_text_cache_opt_in(tiny_clip):
+    texts = ["a red circle", "a blue star"]
+    first = encode_texts(tiny_clip, texts, cache=True)
+    with forward_calls(tiny_clip.model.token_embedding) as calls:
+        assert np.array_equal(encode_texts(tiny_clip, texts, cache=True), first)
+        assert calls == []
+        encode_texts(tiny_clip, texts)
+        assert calls == [2]
+
+
+def test_no_cache_without_weights_id(tmp_path, cache_dir):
+    clip = build_random_clip(seed=2)
+    clip.weights_id = ""
+    encode_images(clip, save_all(tmp_path, pictures(1)))
+    assert not cache_dir.exists()
+
+
+def test_deterministic_and_derived_arrays_are_plain(tiny_clip):
+    ims = pictures(3)
+    a, b = encode_images(tiny_clip, ims), encode_images(tiny_clip, ims)
+    assert np.array_equal(a, b)
+    assert type(a @ b.T) is np.ndarray and a[:2].sources is None and len(a.sources) == 3
+
+
+def test_progress_bar_only_for_long_work(tiny_clip, capsys):
+    encode_images(tiny_clip, pictures(2), batch_size=1)
+    assert "embedding images" not in capsys.readouterr().err
+    encode_images(tiny_clip, pictures(3), batch_size=1)
+    assert "embedding images" in capsys.readouterr().err
