@@ -1,0 +1,117 @@
+"""The offline decoder: config as data, save/load, CLIP matching, guidance, and the trainer."""
+import json
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+
+from clipspace import decoder as decoder_mod
+from clipspace.decoder import (DecoderMismatchError, DecoderNotFoundError, PixelDecoder, build_decoder,
+                               classifier_free_guidance, get_decoder_config, load_decoder, save_decoder)
+
+
+def tiny_config(**over) -> dict:
+    cfg = get_decoder_config("decoder-tiny")
+    cfg["image_size"] = 16
+    cfg["unet"].update(block_out_channels=[8, 16], norm_num_groups=4,
+                       down_block_types=["DownBlock2D"] * 2, up_block_types=["UpBlock2D"] * 2)
+    cfg.update(over)
+    return cfg
+
+
+def test_shipped_config_builds_the_proposed_unet():
+    dec = build_decoder("decoder-tiny", seed=0)
+    cfg = get_decoder_config("decoder-tiny")
+    assert dec.unet.config.projection_class_embeddings_input_dim == cfg["clip_embed_dim"] == dec.embed_dim
+    assert dec.unet.config.sample_size == dec.image_size == cfg["image_size"]
+    assert dec.unet.config.class_embed_type == "projection"
+    assert not dec.unet.attn_processors  # no cross-attention: z enters through the timestep embedding only
+    assert sum(p.numel() for p in dec.unet.parameters()) * 2 < 25e6  # fp16 file under 25 MB
+    x = torch.randn(2, *dec.latent_shape)
+    out = dec.predict(x, 500, torch.nn.functional.normalize(torch.randn(2, dec.embed_dim), dim=-1))
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    # the decoder configs are not mistaken for CLIP configs by open_clip's registry
+    assert "decoder-tiny" not in open_clip.list_models()
+
+
+def test_embedding_changes_the_prediction():
+    dec = build_decoder(tiny_config(), seed=0)
+    torch.nn.init.normal_(dec.unet.class_embedding.linear_1.weight, std=0.5)
+    x, z = torch.randn(2, *dec.latent_shape), torch.randn(2, dec.embed_dim)
+    assert (dec.predict(x, 10, z) - dec.predict(x, 10, -z)).abs().max() > 1e-3
+
+
+def test_classifier_free_guidance_formula():
+    dec = build_decoder(tiny_config(), seed=1)
+    torch.nn.init.normal_(dec.unet.class_embedding.linear_1.weight, std=0.5)
+    x, z = torch.randn(3, *dec.latent_shape), torch.randn(3, dec.embed_dim)
+    with torch.no_grad():
+        cond = dec.unet(x, 300, encoder_hidden_states=None, class_labels=z).sample
+        uncond = dec.unet(x, 300, encoder_hidden_states=None, class_labels=torch.zeros_like(z)).sample
+    for g in (0.0, 1.0, 3.0):
+        torch.testing.assert_close(dec.predict(x, 300, z, guidance=g), uncond + g * (cond - uncond),
+                                   atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(classifier_free_guidance(uncond, cond, 0.0), uncond)
+
+
+@pytest.mark.parametrize("fp16", [False, True])
+def test_save_load_round_trip(tmp_path, tiny_clip, fp16):
+    dec = build_decoder(tiny_config(), seed=2)
+    save_decoder(dec, tmp_path / "d", fp16=fp16)
+    assert json.loads((tmp_path / "d" / "decoder_config.json").read_text())["image_size"] == 16
+    back = load_decoder(tmp_path / "d", clip=tiny_clip)
+    assert back.unet.dtype == torch.float32
+    x, z = torch.randn(2, *dec.latent_shape), torch.randn(2, dec.embed_dim)
+    a, b = dec.predict(x, 100, z), back.predict(x, 100, z)
+    assert (a - b).abs().max() < (5e-3 if fp16 else 1e-7)
+
+
+def test_missing_default_weights_say_how_to_train(tmp_path, monkeypatch):
+    monkeypatch.setattr(decoder_mod, "DEFAULT_DECODER_WEIGHTS", tmp_path / "nothing")
+    with pytest.raises(DecoderNotFoundError, match="python -m clipspace.train decoder"):
+        load_decoder()
+    with pytest.raises(DecoderNotFoundError, match="decoder_config.json"):
+        load_decoder(tmp_path)
+    with pytest.raises(FileNotFoundError, match="decoder-tiny"):
+        get_decoder_config("decoder-nonexistent")
+
+
+def test_mismatched_clip_is_a_clear_error(tmp_path, tiny_clip):
+    save_decoder(build_decoder(tiny_config(clip_embed_dim=64)), tmp_path / "dim")
+    with pytest.raises(DecoderMismatchError, match=r"64-d.*clipspace-tiny.*128-d"):
+        load_decoder(tmp_path / "dim", clip=tiny_clip)
+    save_decoder(build_decoder(tiny_config(clip_model="ViT-B-32")), tmp_path / "name")
+    with pytest.raises(DecoderMismatchError, match=r"'ViT-B-32'.*'clipspace-tiny'"):
+        load_decoder(tmp_path / "name", clip=tiny_clip)
+    build_decoder(tiny_config()).check_clip(tiny_clip)  # the matching pair passes
+
+
+def test_trainer_writes_loadable_checkpoints_and_is_seeded(tmp_path, tiny_clip):
+    from clipspace.train.decoder import train
+
+    kw = dict(config=tiny_config(), steps=4, batch_size=6, warmup=2, checkpoint_every=2, progress=False)
+    dec, hist = train(tiny_clip, seed=3, out=tmp_path / "a", **kw)
+    assert isinstance(dec, PixelDecoder) and [h["step"] for h in hist] == [1, 2, 3, 4]
+    assert all(np.isfinite(h["loss"]) and "seconds" in h for h in hist)
+    assert "val_loss" in hist[1] and "val_loss" in hist[3]
+    lines = (tmp_path / "a" / "history.jsonl").read_text().splitlines()
+    assert [json.loads(s)["step"] for s in lines] == [1, 2, 3, 4]
+    ckpt = load_decoder(tmp_path / "a" / "checkpoints" / "step000002", clip=tiny_clip)
+    final = load_decoder(tmp_path / "a", clip=tiny_clip)
+    assert (tmp_path / "a" / "preview.png").is_file()
+    assert json.loads((tmp_path / "a" / "decoder_config.json").read_text())["trained_steps"] == 4
+    x, z = torch.randn(1, *final.latent_shape), torch.randn(1, final.embed_dim)
+    torch.testing.assert_close(final.predict(x, 5, z), dec.predict(x, 5, z))  # the EMA weights were saved
+    assert (final.predict(x, 5, z) - ckpt.predict(x, 5, z)).abs().max() > 0  # and they moved
+    _, again = train(tiny_clip, seed=3, out=None, **kw)
+    assert [h["loss"] for h in again] == [h["loss"] for h in hist]
+
+
+def test_trainer_loss_falls(tiny_clip):
+    # Not a quality check (the card has that): the objective and the optimiser are wired so loss falls.
+    from clipspace.train.decoder import train
+
+    _, hist = train(tiny_clip, tiny_config(), steps=30, batch_size=8, lr=3e-3, warmup=1, seed=0, progress=False)
+    first, last = np.mean([h["loss"] for h in hist[:5]]), np.mean([h["loss"] for h in hist[-5:]])
+    assert last < 0.8 * first
