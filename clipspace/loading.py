@@ -77,7 +77,7 @@ def load_arch(arch: str, pretrained: str | None, device: torch.device) -> ClipMo
     if pretrained is None:
         tags = open_clip.list_pretrained_tags_by_model(arch)
         warnings.warn(f"{arch} built with random weights (seed {RANDOM_SEED}); for trained weights pass "
-                      f"pretrained= one of {tags or 'your checkpoint file'}", stacklevel=3)
+                      f"pretrained= one of {tags or 'your checkpoint file'}", stacklevel=4)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_SEED)
             return _build(arch, None, device, arch, None, f"random-seed{RANDOM_SEED}")

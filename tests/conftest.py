@@ -1,4 +1,6 @@
 """Shared fixtures: real open_clip models built from configs with seeded random weights (no downloads)."""
+import os
+
 import numpy as np
 import open_clip
 import pytest
@@ -24,3 +26,15 @@ def tiny_clip() -> ClipModel:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_embedding_cache(tmp_path_factory):
+    """Tests never read or write the user's embedding cache (~/.cache/clipspace)."""
+    old = os.environ.get("CLIPSPACE_CACHE_DIR")
+    os.environ["CLIPSPACE_CACHE_DIR"] = str(tmp_path_factory.mktemp("clipspace-cache"))
+    yield
+    if old is None:
+        os.environ.pop("CLIPSPACE_CACHE_DIR", None)
+    else:
+        os.environ["CLIPSPACE_CACHE_DIR"] = old
