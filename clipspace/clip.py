@@ -52,6 +52,10 @@ class ClipModel:
     device: torch.device
     weights_id: str = ""  # identifies the weights in cache keys ("sha256:..." of the file); "" = never cache
 
+    def __repr__(self) -> str:  # the dataclass default would print the whole network
+        return (f"ClipModel(name={self.name!r}, pretrained={self.pretrained!r}, embed_dim={self.embed_dim}, "
+                f"image_size={self.image_size}, context_length={self.context_length}, device={str(self.device)!r})")
+
     @property
     def embed_dim(self) -> int:
         return int(self.model.text_projection.shape[1]) if hasattr(self.model, "text_projection") and \
@@ -99,13 +103,16 @@ def _device(device: str | torch.device | None) -> torch.device:
 
 def load_clip(name: str | os.PathLike | None = None, pretrained: str | None = None,
               device: str | torch.device | None = None) -> ClipModel:
-    """Load a CLIP model through open_clip's factory.
+    """Load a CLIP model through open_clip's factory (weights: safetensors or torch.load(weights_only=True)).
 
     - `load_clip()`: the offline default, a tiny CLIP trained on the shapes world (`clipspace.world`).
     - `load_clip("ViT-B-32", pretrained="openai")`: any open_clip architecture and tag
-      (`open_clip.list_pretrained()`), or `pretrained="/path/to/checkpoint.safetensors"`.
+      (`open_clip.list_pretrained()`), or `pretrained="/path/to/checkpoint.safetensors"`. Without
+      `pretrained`, an architecture gets seeded random weights (and a warning).
     - `load_clip("hf-hub:org/repo")`: a model from the Hugging Face hub.
-    - `load_clip("/path/to/dir")`: a local directory holding `open_clip_config.json` and weights.
+    - `load_clip("/path/to/dir")` or `"local-dir:/path"`: a folder holding `open_clip_config.json` and weights.
+    Weights already in the local caches load without the network; with HF_HUB_OFFLINE=1 missing ones
+    raise WeightsNotAvailableError at once. `device`: "cpu" (default), "cuda", "mps".
     """
     from .loading import load_clip as _load
 

@@ -240,8 +240,8 @@ def _not_cached(model: str, tag: str | None, looked_for: list[str], error: Excep
     from huggingface_hub import constants
 
     what = f"{model} with pretrained={tag!r}" if tag else model
-    why = (f"downloading failed ({type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''})"
-           if error else "offline (HF_HUB_OFFLINE=1) and the weights are not in the local caches")
+    why = (f"downloading failed ({type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}; "
+           "on a machine without network, set HF_HUB_OFFLINE=1 to fail at once)" if error else "offline (HF_HUB_OFFLINE=1) and the weights are not in the local caches")
     return WeightsNotAvailableError(
         f"Weights for {what} are not available: {why}. Looked for: {', '.join(looked_for) or 'nothing to look for'} "
         f"(hub cache: {constants.HF_HUB_CACHE}; set HF_HUB_CACHE or HF_HOME to use another). To make them "
