@@ -8,7 +8,14 @@ from .clip import ClipModel, load_clip
 from .clip import ClipspaceError, UnknownModelError, UnsafeCheckpointError, WeightsNotAvailableError
 from .embedding import Embeddings
 from .images import BadImageError, load_image
+from .zero_shot import WORLD_TEMPLATES, ZeroShotClassifier, build_classifier  # not zero_shot(): it would hide the module
+from .typographic import typographic_attack, write_text
+from .binding import binding_probe
+from .pca import EmbeddingPCA
+from .factor_probes import factor_table
 
 __all__ = ["ClipModel", "load_clip", "ClipspaceError", "UnknownModelError", "UnsafeCheckpointError",
-           "WeightsNotAvailableError", "Embeddings", "BadImageError", "load_image"]
+           "WeightsNotAvailableError", "Embeddings", "BadImageError", "load_image",
+           "WORLD_TEMPLATES", "ZeroShotClassifier", "build_classifier", "typographic_attack", "write_text",
+           "binding_probe", "EmbeddingPCA", "factor_table"]
 __version__ = "0.1.0"
