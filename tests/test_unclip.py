@@ -78,14 +78,14 @@ def test_invert_decode_round_trip_is_close_and_converges(tiny_clip, scenes):
     dec = tiny_decoder().to(dtype=torch.float64)
     target = images_to_pixels(scenes, dec.image_size).double()
     errors = {}
-    for steps in (20, 200):
+    for steps in (10, 100):
         lat = invert(dec, tiny_clip, scenes, steps=steps)
         assert lat.x_T.shape == (2, *dec.latent_shape) and lat.steps == steps
         out = decode(dec, lat.z, lat.x_T, steps=steps, output="pt").double()
         errors[steps] = (out - target).abs().max().item()
     # DDIM inversion is exact in the limit of small steps: first order, error ~ 1/steps
-    assert errors[200] < errors[20] / 5
-    assert psnr(out, target).min() > 45  # on [-1, 1] pixels; 48 dB is a max error of ~2% of the range
+    assert errors[100] < errors[10] / 3
+    assert psnr(out, target).min() > 38  # on [-1, 1] pixels (250 steps give 47 dB)
     # and the noise is noise-like, not the image: near unit variance
     assert 0.5 < lat.x_T.std().item() < 1.5
 

@@ -1,0 +1,165 @@
+"""Stable unCLIP as a `Decoder`: the same bipartite-latent API (`unclip.py`) on a pretrained model.
+
+For users with a GPU and the weights: `stabilityai/stable-diffusion-2-1-unclip` pairs with OpenCLIP
+ViT-H/14 (1024-d: `load_clip("ViT-H-14", pretrained="laion2b_s32b_b79k")`), the `-small` variant with
+OpenAI ViT-L/14 (768-d: `load_clip("ViT-L-14", pretrained="openai")`).
+
+    dec = StableUnclipDecoder.from_pretrained("stabilityai/stable-diffusion-2-1-unclip", device="cuda",
+                                              dtype=torch.float16)
+    lat = unclip.invert(dec, clip, images)          # z_i from your CLIP, x_T in VAE latent space
+
+What differs from the offline decoder, all inside this class:
+- diffusion runs on VAE latents: `encode_pixels` is the VAE encoder's mean (deterministic, so
+  inversion is repeatable) times the scaling factor; `decode_pixels` the VAE decoder;
+- the UNet also cross-attends to text: the empty prompt's embedding, as the image-variation
+  pipeline uses when given no prompt;
+- z is noise-augmented exactly as the pipeline does, by calling its own `noise_image_embeddings`
+  (normaliser scale, `image_noising_scheduler.add_noise` at `noise_level`, unscale, then the
+  sinusoidal embedding of noise_level concatenated). Its noise is drawn from a fixed seed, so
+  inversion and decoding see the same conditioning; noise_level 0 (the default) adds almost none;
+- the unconditional branch of guidance is all zeros, as in the pipeline;
+- scale: Stable unCLIP was trained on raw (unnormalised) CLIP embeddings, clipspace works with
+  unit ones. z is multiplied by `embedding_norm`, by default the root-mean-square norm of the
+  embeddings the normaliser's mean and std were measured on: sqrt(|mean|^2 + |std|^2). Shortcut:
+  every image gets the typical norm, not its own (they vary by a few percent).
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+
+import torch
+from diffusers import DDIMScheduler, StableUnCLIPImg2ImgPipeline
+
+from .decoder import DecoderMismatchError, classifier_free_guidance
+
+HUB_MODELS = {  # hub id -> the open_clip architecture of the CLIP it was trained on
+    "stabilityai/stable-diffusion-2-1-unclip": "ViT-H-14",
+    "stabilityai/stable-diffusion-2-1-unclip-small": "ViT-L-14",
+}
+
+
+class StableUnclipNotAvailableError(OSError):
+    """The Stable unCLIP weights are neither a local directory nor in the Hugging Face cache."""
+
+
+def _arch_key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", str(name).lower().replace("hf-hub:", ""))
+
+
+class StableUnclipDecoder:
+    """A `Decoder` over the components of a `StableUnCLIPImg2ImgPipeline` (its image encoder unused)."""
+
+    def __init__(self, pipe: StableUnCLIPImg2ImgPipeline, clip_name: str, noise_level: int = 0,
+                 embedding_norm: float | None = None, noise_seed: int = 0):
+        self.pipe = pipe
+        self.unet, self.vae = pipe.unet, pipe.vae
+        self.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        self.embed_dim = int(pipe.image_normalizer.config.embedding_dim)
+        self.clip_name = clip_name
+        proj = self.unet.config.projection_class_embeddings_input_dim
+        if self.unet.config.class_embed_type != "projection" or proj != 2 * self.embed_dim:
+            raise ValueError(f"this UNet takes class_labels of {proj} dims, but the image normaliser is "
+                             f"{self.embed_dim}-d (expected 2 x {self.embed_dim}: embedding + noise-level embedding)")
+        if not 0 <= noise_level < pipe.image_noising_scheduler.config.num_train_timesteps:
+            raise ValueError(f"noise_level must be in [0, {pipe.image_noising_scheduler.config.num_train_timesteps}), "
+                             f"got {noise_level}")
+        self.noise_level = int(noise_level)
+        self.noise_seed = noise_seed
+        norm = pipe.image_normalizer
+        self.embedding_norm = float(embedding_norm) if embedding_norm is not None else \
+            math.sqrt(float(norm.mean.detach().float().pow(2).sum() + norm.std.detach().float().pow(2).sum()))
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.image_size = int(self.unet.config.sample_size) * self.vae_scale_factor
+        with torch.no_grad():  # the empty prompt's text embedding, once
+            self.prompt_embeds, _ = pipe.encode_prompt("", self.device, 1, False)
+
+    def __repr__(self) -> str:
+        return (f"StableUnclipDecoder({self.image_size}px, clip={self.clip_name!r}, embed_dim={self.embed_dim}, "
+                f"noise_level={self.noise_level}, prediction={self.scheduler.config.prediction_type})")
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str | os.PathLike = "stabilityai/stable-diffusion-2-1-unclip",
+                        clip_name: str | None = None, device: str | torch.device | None = None,
+                        dtype: torch.dtype | None = None, local_files_only: bool = False,
+                        **kwargs) -> "StableUnclipDecoder":
+        """Load from a local directory (diffusers layout) or a hub id (the Hugging Face cache, or a
+        download if online). The pipeline's own image encoder is not loaded: clipspace's CLIP gives z."""
+        name = os.fspath(name_or_dir)
+        # a hub id is exactly "org/name"; anything else is a directory
+        looks_local = Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or name.count("/") != 1
+        if looks_local and not (Path(name).expanduser() / "model_index.json").is_file():
+            raise StableUnclipNotAvailableError(
+                f"{name!r} is not a Stable unCLIP directory: it needs model_index.json and the component "
+                f"folders (unet, vae, text_encoder, tokenizer, image_normalizer, image_noising_scheduler, scheduler)")
+        try:
+            pipe = StableUnCLIPImg2ImgPipeline.from_pretrained(
+                str(Path(name).expanduser()) if looks_local else name, image_encoder=None, feature_extractor=None,
+                torch_dtype=dtype, local_files_only=local_files_only)
+        except (OSError, ValueError) as e:  # huggingface_hub's offline and not-found errors are OSErrors
+            raise StableUnclipNotAvailableError(
+                f"could not load Stable unCLIP {name!r}: {type(e).__name__}: {str(e).splitlines()[0]}\n"
+                f"It is not in the local Hugging Face cache and cannot be downloaded from here. On a machine "
+                f"with network: `huggingface-cli download {name} --local-dir DIR`, then "
+                f"StableUnclipDecoder.from_pretrained(DIR)") from e
+        if device is not None:
+            pipe.to(device)
+        clip_name = clip_name or HUB_MODELS.get(name.rstrip("/"), "")
+        if not clip_name:
+            raise ValueError(f"which CLIP does {name!r} pair with? pass clip_name='ViT-H-14' (2-1-unclip) "
+                             f"or 'ViT-L-14' (2-1-unclip-small)")
+        return cls(pipe, clip_name, **kwargs)
+
+    # --- the Decoder protocol ------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        s = self.image_size // self.vae_scale_factor
+        return (int(self.unet.config.in_channels), s, s)
+
+    @torch.no_grad()
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        pixels = pixels.to(self.vae.device, self.vae.dtype)
+        return self.vae.encode(pixels).latent_dist.mean * self.vae.config.scaling_factor
+
+    @torch.no_grad()
+    def decode_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(x.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+
+    def condition(self, z: torch.Tensor) -> torch.Tensor:
+        """class_labels for unit-norm z: rescaled, then the pipeline's own noise augmentation."""
+        z = z.to(self.device, self.dtype) * self.embedding_norm
+        g = torch.Generator().manual_seed(self.noise_seed)
+        noise = torch.randn(z.shape, generator=g).to(z)
+        return self.pipe.noise_image_embeddings(z, self.noise_level, noise=noise)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, t, z: torch.Tensor, guidance: float = 1.0) -> torch.Tensor:
+        c = self.condition(z)
+        text = self.prompt_embeds.to(x).expand(len(x), -1, -1)
+        if guidance == 1.0:
+            return self.unet(x, t, encoder_hidden_states=text, class_labels=c).sample
+        both = self.unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([text, text]),
+                         class_labels=torch.cat([torch.zeros_like(c), c])).sample
+        uncond, cond = both.chunk(2)
+        return classifier_free_guidance(uncond, cond, guidance)
+
+    def check_clip(self, clip) -> None:
+        if int(clip.embed_dim) != self.embed_dim:
+            raise DecoderMismatchError(
+                f"Stable unCLIP here takes {self.embed_dim}-d {self.clip_name!r} image embeddings (its image "
+                f"normaliser and class projection), but the CLIP given is {clip.name!r} ({clip.embed_dim}-d)")
+        if _arch_key(self.clip_name) not in _arch_key(clip.name):
+            raise DecoderMismatchError(
+                f"Stable unCLIP here pairs with {self.clip_name!r}, but the CLIP given is {clip.name!r}; load "
+                f"load_clip({self.clip_name!r}, pretrained=...) or, if it is that model under another name, "
+                f"pass clip_name={clip.name!r} when building the decoder")
