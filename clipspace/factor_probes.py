@@ -81,12 +81,16 @@ def factor_scenes(n: int, seed: int = world.PROBE_SEED + 7) -> list[world.Scene]
 
 
 def factor_labels(scenes: Sequence[world.Scene]) -> pd.DataFrame:
-    """One row per scene, one column per factor, read off the scene itself (None where undefined:
-    colour and shape when objects differ, size when objects differ in size, word without text)."""
+    """One row per scene, one column per factor, read off the scene itself. Missing where undefined:
+    colour and shape when the objects differ, word without text, and size unless there is exactly one
+    object (counted objects are all small, so their size would only restate the count)."""
     rows = []
     for s in scenes:
         objs = s.objects
-        same = lambda attr: getattr(objs[0], attr) if objs and len({getattr(o, attr) for o in objs}) == 1 else None  # noqa: E731
+
+        def same(attr):  # the attribute shared by every object, None when they differ
+            return getattr(objs[0], attr) if objs and len({getattr(o, attr) for o in objs}) == 1 else None
+
         cx = float(np.mean([o.x for o in objs])) if objs else None
         rows.append({"colour": same("colour"), "shape": same("shape"), "size": same("size") if len(objs) == 1 else None,
                      "position": None if cx is None else POSITIONS[min(int(cx * 3), 2)],

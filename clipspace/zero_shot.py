@@ -19,7 +19,7 @@ from typing import Callable, Sequence, Union
 
 import numpy as np
 import pandas as pd
-from open_clip.zero_shot_metadata import (IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES,
+from open_clip.zero_shot_metadata import (IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES,  # noqa: F401 (re-exported)
                                           SIMPLE_IMAGENET_TEMPLATES)
 
 from . import world

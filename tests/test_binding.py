@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from clipspace import world
 from clipspace.binding import (BindingResult, binding_figure, binding_pairs, binding_probe, wilson_interval,
                                world_binding)
 
