@@ -197,7 +197,8 @@ def _is_plotly(fig) -> bool:
 
 
 # --- PIL images ----------------------------------------------------------------------------------
-def _png_bytes(img: Image.Image) -> bytes:
+def png_bytes(img: Image.Image) -> bytes:
+    """PNG-encoded bytes of a PIL image (for ipywidgets.Image.value, data URIs)."""
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
@@ -241,7 +242,7 @@ def save_figure(fig, path: str | os.PathLike, formats: Iterable[str] = FORMATS,
         fig = image_grid(fig)
     if isinstance(fig, Image.Image):
         img = fig.convert("RGB") if fig.mode not in ("RGB", "RGBA", "L") else fig
-        png = _png_bytes(img)
+        png = png_bytes(img)
         for fmt in formats:
             data = {"png": lambda: png, "svg": lambda: _image_svg(img, png),
                     "html": lambda: _image_html(img, png, stem.name)}[fmt]()
@@ -273,3 +274,14 @@ def save_figure(fig, path: str | os.PathLike, formats: Iterable[str] = FORMATS,
             raise StaticExportUnavailable(msg)
         warnings.warn(msg, StaticExportWarning, stacklevel=2)
     return written
+
+
+def tour_export(**figures) -> list[Path]:
+    """Save each `name=figure` under $CLIPSPACE_FIGURE_DIR, only when it is set (`clipspace tour` sets it).
+
+    A notebook's last cell calls this so the tour keeps its figures, while interactive and nbval runs
+    skip the (Chrome-driven, seconds-long) export; in JupyterLab the Save buttons do the same job.
+    """
+    if not os.environ.get(FIGURE_DIR_ENV):
+        return []
+    return [p for name, fig in figures.items() for p in save_figure(fig, name)]

@@ -168,7 +168,9 @@ def test_damaged_cache_is_recomputed(tiny_clip, tmp_path, cache_dir):
     files[1].write_bytes(bytes(data))
     with forward_calls(tiny_clip.model.visual) as calls:
         again = encode_images(tiny_clip, paths)
-    assert sum(calls) == 2 and np.array_equal(first, again)
+    # recomputed in a batch of 2 instead of 3: equal up to BLAS summation order
+    assert sum(calls) == 2
+    np.testing.assert_allclose(again, first, rtol=0, atol=1e-6)
     with forward_calls(tiny_clip.model.visual) as calls:
         encode_images(tiny_clip, paths)
     assert calls == []  # the damaged entries were rewritten

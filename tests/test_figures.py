@@ -10,7 +10,7 @@ from PIL import Image
 
 from clipspace import world
 from clipspace.figures import (FIGURE_DIR_ENV, StaticExportUnavailable, StaticExportWarning, find_chrome,
-                               image_grid, save_figure)
+                               image_grid, png_bytes, save_figure, tour_export)
 
 
 @pytest.fixture
@@ -126,3 +126,18 @@ def test_without_chrome_html_is_written_and_the_warning_says_how_to_fix(tmp_path
     with pytest.raises(StaticExportUnavailable, match="BROWSER_PATH"):
         save_figure(_bars(2), tmp_path / "strict", formats=["png"], strict=True)
     assert (tmp_path / "strict.html").exists(), "the HTML fallback is written even when strict"
+
+
+def test_tour_export_saves_only_when_the_tour_asks(tmp_path, monkeypatch, scenes):
+    monkeypatch.delenv(FIGURE_DIR_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert tour_export(grid=scenes) == [] and not (tmp_path / "figures").exists()
+    monkeypatch.setenv(FIGURE_DIR_ENV, str(tmp_path / "tour"))
+    paths = tour_export(grid=scenes, one=scenes[0])
+    assert sorted(p.name for p in paths) == ["grid.html", "grid.png", "grid.svg", "one.html", "one.png", "one.svg"]
+    assert all(p.parent == tmp_path / "tour" for p in paths)
+
+
+def test_png_bytes_round_trip(scenes):
+    import io
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png_bytes(scenes[1])))), np.asarray(scenes[1]))

@@ -1,0 +1,420 @@
+"""2-D projections of embeddings as scikit-learn transformers: PCA, UMAP and t-SNE behind one interface.
+
+    >>> proj = make_projection("tsne", perplexity=20, random_state=0)
+    >>> xy = proj.fit_transform(image_emb)          # (n, 2), also proj.embedding_
+    >>> text_xy = proj.transform(text_emb)          # new points placed on the same map
+
+`fit(X)` learns the map, `embedding_` holds the fitted points' coordinates, `transform(X)` places new
+points. PCA's transform is the linear projection. t-SNE has no transform (scikit-learn's TSNE only
+has fit_transform), so new points are placed by a k-nearest-neighbour rule (`knn_place`): the
+inverse-distance weighted average of the map positions of their k nearest fitted points in the
+input space. That rule is exact at fitted points (an embedding equal to a fitted one lands on its
+point) and says where a new point sits *among the fitted ones*: a text query lands next to the
+images it is most similar to. UMAP uses the same rule rather than umap-learn's own transform, so both
+nonlinear maps place new points the same way, fast, and from arrays alone (see ProjectionCache).
+The frank consequence: a text placed among images this way cannot show the modality gap (it is
+pulled onto its nearest images). To see the gap in a t-SNE/UMAP map, fit on images and texts
+together; PCA's linear transform shows it either way.
+
+`ProjectionCache.fit(projection, X)` returns a fitted copy, refitting only when the method, its
+parameters or the input array changed: in memory, and optionally on disk (one .npz per fit, keyed
+on everything that changes the result, written atomically, checked on load and refit if corrupt).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import tempfile
+import warnings
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import sklearn
+from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.utils.validation import check_is_fitted
+
+CACHE_FORMAT = 1  # bump when the .npz layout or a fitting recipe changes: old files then miss
+
+
+def _as_matrix(X, name: str = "X") -> np.ndarray:
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (n_points, dim), got shape {X.shape}; "
+                         f"for a single embedding pass x[None, :]")
+    if not np.isfinite(X).all():
+        raise ValueError(f"{name} contains NaN or inf; embeddings must be finite")
+    return X
+
+
+# ---------------------------------------------------------------------------------------------
+# New points on a nonlinear map
+# ---------------------------------------------------------------------------------------------
+def knn_place(X_fit: np.ndarray, Y_fit: np.ndarray, X_new: np.ndarray, k: int = 10,
+              metric: str = "cosine", chunk: int = 1024) -> np.ndarray:
+    """Place new points on a fitted map: the inverse-distance weighted mean of the map positions
+    `Y_fit` of their `k` nearest fitted points `X_fit` (Shepard interpolation).
+
+    Weights are 1 / distance**2 over the k nearest, so a new point equal to a fitted point (distance
+    0) lands exactly on it, and a point about equally far from its neighbours lands at their mean.
+    `metric`: "cosine" (CLIP's geometry) or "euclidean".
+    """
+    if metric not in ("cosine", "euclidean"):
+        raise ValueError(f"knn_place: metric={metric!r}; use 'cosine' or 'euclidean'")
+    k = int(min(k, len(X_fit)))
+    if k < 1:
+        raise ValueError("knn_place: k must be at least 1")
+    A = X_fit.astype(np.float64)
+    if metric == "cosine":
+        A = A / np.maximum(np.linalg.norm(A, axis=1, keepdims=True), 1e-12)
+    sq = (A ** 2).sum(1)
+    out = np.empty((len(X_new), Y_fit.shape[1]), dtype=np.float64)
+    for s in range(0, len(X_new), chunk):
+        B = X_new[s:s + chunk].astype(np.float64)
+        if metric == "cosine":
+            B = B / np.maximum(np.linalg.norm(B, axis=1, keepdims=True), 1e-12)
+            d = np.maximum(1.0 - B @ A.T, 0.0)
+        else:
+            d = np.sqrt(np.maximum((B ** 2).sum(1)[:, None] + sq[None, :] - 2.0 * B @ A.T, 0.0))
+        nn = np.argpartition(d, k - 1, axis=1)[:, :k]
+        dn = np.take_along_axis(d, nn, axis=1)
+        exact = dn <= 1e-9  # coincident with a fitted point: take it (ties: their mean)
+        w = np.where(exact.any(1, keepdims=True), exact.astype(np.float64), 1.0 / np.maximum(dn, 1e-9) ** 2)
+        w /= w.sum(1, keepdims=True)
+        out[s:s + chunk] = np.einsum("nk,nkc->nc", w, Y_fit[nn])
+    return out.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# The transformers
+# ---------------------------------------------------------------------------------------------
+class Projection(TransformerMixin, BaseEstimator):
+    """Base of the 2-D projections. Subclasses define `method`, `__init__` (parameters only),
+    `_fit(X)` (sets `embedding_` and what transform needs) and `_transform(X)`.
+
+    Fitted attributes: `embedding_` (n, n_components) float32, `n_features_in_`, and per method the
+    arrays listed in `_state_names` (all of them plain arrays, so the disk cache needs no pickle).
+    """
+
+    method = ""
+    _state_names: tuple[str, ...] = ("embedding_",)
+
+    def fit(self, X, y=None):
+        X = _as_matrix(X)
+        if len(X) < 2:
+            raise ValueError(f"{type(self).__name__}.fit: need at least 2 points, got {len(X)}")
+        self.n_features_in_ = X.shape[1]
+        self._fit(X)
+        return self
+
+    def transform(self, X):
+        check_is_fitted(self, "embedding_")
+        X = _as_matrix(X)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"{type(self).__name__}.transform: X has {X.shape[1]} features, the projection "
+                             f"was fitted on {self.n_features_in_}; embed with the same model")
+        return self._transform(X)
+
+    def fit_transform(self, X, y=None, **fit_params):
+        return self.fit(X).embedding_.copy()
+
+    # --- state as plain arrays, for the disk cache ---------------------------------------------
+    def _state(self) -> dict[str, np.ndarray]:
+        return {name: np.asarray(getattr(self, name)) for name in self._state_names}
+
+    def _set_state(self, state: dict[str, np.ndarray], X: np.ndarray) -> None:
+        for name in self._state_names:
+            setattr(self, name, state[name])
+        self.n_features_in_ = X.shape[1]
+        self._restore(X)
+
+    def _restore(self, X: np.ndarray) -> None:
+        """Rebuild what transform needs beyond the stored arrays (the fitted input, for kNN)."""
+
+
+class PCAProjection(Projection):
+    """Principal components (scikit-learn's PCA); transform is the linear map (x - mean_) @ components_.T."""
+
+    method = "pca"
+    _state_names = ("embedding_", "mean_", "components_", "explained_variance_", "explained_variance_ratio_")
+
+    def __init__(self, n_components: int = 2, whiten: bool = False, random_state: int | None = 0):
+        self.n_components = n_components
+        self.whiten = whiten
+        self.random_state = random_state
+
+    def _fit(self, X):
+        from sklearn.decomposition import PCA
+
+        pca = PCA(n_components=self.n_components, whiten=self.whiten, random_state=self.random_state).fit(X)
+        self.mean_ = pca.mean_.astype(np.float32)
+        self.components_ = pca.components_.astype(np.float32)
+        self.explained_variance_ = pca.explained_variance_.astype(np.float32)
+        self.explained_variance_ratio_ = pca.explained_variance_ratio_.astype(np.float32)
+        self.embedding_ = self._transform(X)
+
+    def _transform(self, X):
+        Z = (X - self.mean_) @ self.components_.T
+        if self.whiten:
+            Z = Z / np.sqrt(self.explained_variance_)
+        return Z.astype(np.float32)
+
+
+class _KNNTransformMixin:
+    """transform = knn_place on the fitted input (kept as X_fit_)."""
+
+    def _transform(self, X):
+        return knn_place(self.X_fit_, self.embedding_, X, k=self.transform_neighbors, metric=self._knn_metric())
+
+    def _knn_metric(self) -> str:
+        return "cosine" if self.metric == "cosine" else "euclidean"
+
+    def _restore(self, X):
+        self.X_fit_ = X
+
+    def _check_metric(self):
+        if self.metric not in ("cosine", "euclidean"):
+            raise ValueError(f"{type(self).__name__}: metric={self.metric!r}; use 'cosine' or 'euclidean' "
+                             "(transform places new points with the same metric)")
+
+
+class TSNEProjection(_KNNTransformMixin, Projection):
+    """t-SNE (scikit-learn's TSNE). transform places new points with `knn_place` (TSNE has none)."""
+
+    method = "tsne"
+
+    def __init__(self, n_components: int = 2, perplexity: float = 30.0, early_exaggeration: float = 12.0,
+                 learning_rate="auto", max_iter: int = 1000, metric: str = "cosine", init: str = "pca",
+                 transform_neighbors: int = 10, random_state: int | None = 0):
+        self.n_components = n_components
+        self.perplexity = perplexity
+        self.early_exaggeration = early_exaggeration
+        self.learning_rate = learning_rate
+        self.max_iter = max_iter
+        self.metric = metric
+        self.init = init
+        self.transform_neighbors = transform_neighbors
+        self.random_state = random_state
+
+    def _fit(self, X):
+        from sklearn.manifold import TSNE
+
+        self._check_metric()
+        if not self.perplexity < len(X):
+            raise ValueError(f"TSNEProjection: perplexity={self.perplexity} must be below the number of points "
+                             f"({len(X)}); lower it (5-50 is usual, about n/3 at most)")
+        tsne = TSNE(n_components=self.n_components, perplexity=self.perplexity,
+                    early_exaggeration=self.early_exaggeration, learning_rate=self.learning_rate,
+                    max_iter=self.max_iter, metric=self.metric, init=self.init, random_state=self.random_state)
+        self.embedding_ = tsne.fit_transform(X).astype(np.float32)
+        self.X_fit_ = X
+
+
+class UMAPProjection(_KNNTransformMixin, Projection):
+    """UMAP (umap-learn). transform places new points with `knn_place`, like t-SNE (module docstring).
+
+    Up to `EXACT_KNN_MAX` points, the neighbour graph is computed exactly with scikit-learn and handed
+    to UMAP: the same neighbours UMAP finds itself for small data, without ~8 s of numba compilation
+    of its approximate search per process. A seed makes umap-learn single-threaded and deterministic.
+    """
+
+    method = "umap"
+    EXACT_KNN_MAX = 20_000
+
+    def __init__(self, n_components: int = 2, n_neighbors: int = 15, min_dist: float = 0.1,
+                 metric: str = "cosine", n_epochs: int | None = None, init: str = "spectral",
+                 transform_neighbors: int = 10, random_state: int | None = 0):
+        self.n_components = n_components
+        self.n_neighbors = n_neighbors
+        self.min_dist = min_dist
+        self.metric = metric
+        self.n_epochs = n_epochs
+        self.init = init
+        self.transform_neighbors = transform_neighbors
+        self.random_state = random_state
+
+    def _fit(self, X):
+        self._check_metric()
+        if not 2 <= self.n_neighbors < len(X):
+            raise ValueError(f"UMAPProjection: n_neighbors={self.n_neighbors} must be in [2, n_points) "
+                             f"with {len(X)} points; lower it")
+        _quiet_numba_threads()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*(n_jobs value|precomputed_knn|search index|"
+                                                      "tbb|Graph is not fully connected).*")
+            import umap  # slow import (numba): only when a UMAP is fitted
+
+            knn = (None, None, None)
+            if len(X) <= self.EXACT_KNN_MAX:
+                from sklearn.neighbors import NearestNeighbors
+
+                nn = NearestNeighbors(n_neighbors=self.n_neighbors, metric=self.metric, algorithm="brute").fit(X)
+                dist, ind = nn.kneighbors(X)
+                knn = (ind, dist.astype(np.float32), None)
+            reducer = umap.UMAP(n_components=self.n_components, n_neighbors=self.n_neighbors,
+                                min_dist=self.min_dist, metric=self.metric, n_epochs=self.n_epochs, init=self.init,
+                                random_state=self.random_state, precomputed_knn=knn)
+            self.embedding_ = reducer.fit_transform(X).astype(np.float32)
+        self.X_fit_ = X
+
+
+def _quiet_numba_threads() -> None:
+    """Use numba's "workqueue" threads unless the user chose a layer. The default OpenMP layer's
+    threads spin-wait after each parallel region and starve scikit-learn's own OpenMP code: on
+    2 cores a t-SNE fit ran 10x slower after one UMAP fit. Only takes effect before numba's first
+    parallel call in the process."""
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        import numba
+
+        numba.config.THREADING_LAYER = "workqueue"
+
+
+PROJECTIONS: dict[str, type[Projection]] = {"pca": PCAProjection, "umap": UMAPProjection, "tsne": TSNEProjection}
+
+
+def make_projection(method: str, **params) -> Projection:
+    """A projection by name: "pca", "umap" or "tsne", with its parameters (see each class)."""
+    key = str(method).lower().replace("-", "")
+    if key not in PROJECTIONS:
+        raise ValueError(f"make_projection: unknown method {method!r}; choose from {tuple(PROJECTIONS)}")
+    cls = PROJECTIONS[key]
+    valid = cls().get_params()
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise TypeError(f"make_projection({method!r}): unknown parameter(s) {unknown}; "
+                        f"{cls.__name__} takes {sorted(valid)}")
+    return cls(**params)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fitting once
+# ---------------------------------------------------------------------------------------------
+def array_digest(X: np.ndarray) -> str:
+    """sha256 of an array's dtype, shape and bytes."""
+    X = np.ascontiguousarray(X)
+    h = hashlib.sha256(f"{X.dtype.str}{X.shape}".encode())
+    h.update(X.data)
+    return h.hexdigest()
+
+
+def _params_json(projection: Projection) -> str:
+    return json.dumps(projection.get_params(), sort_keys=True, default=repr)
+
+
+class ProjectionCache:
+    """Fitted projections by (method, parameters, input digest): in memory (the last `max_items`),
+    and on disk under `directory` when given. `fits` counts real fits, `hits` answers from memory or disk.
+
+    Disk keys also hold the library versions and CACHE_FORMAT (a new scikit-learn may fit differently).
+    A file that cannot be read, or whose stored key or array shapes do not match, is refit and replaced.
+    Returned projections are shared between callers: treat them as read-only.
+    """
+
+    def __init__(self, directory: str | os.PathLike | None = None, max_items: int = 8):
+        self.directory = directory
+        self.max_items = max_items
+        self.fits = 0
+        self.hits = 0
+        self._memory: OrderedDict[tuple, Projection] = OrderedDict()
+
+    def key(self, projection: Projection, X: np.ndarray) -> tuple[str, str, str]:
+        return (projection.method, _params_json(projection), array_digest(X))
+
+    def fit(self, projection: Projection, X) -> Projection:
+        """A fitted clone of `projection` on `X` (the argument itself is left unfitted)."""
+        if not isinstance(projection, Projection):
+            raise TypeError(f"ProjectionCache.fit: expected a Projection (make_projection(...)), "
+                            f"got {type(projection).__name__}")
+        X = _as_matrix(X)
+        key = self.key(projection, X)
+        if key in self._memory:
+            self._memory.move_to_end(key)
+            self.hits += 1
+            return self._memory[key]
+        fitted = self._load(projection, X, key) if self.directory is not None else None
+        if fitted is not None:
+            self.hits += 1
+        else:
+            fitted = clone(projection).fit(X)
+            self.fits += 1
+            if self.directory is not None:
+                self._save(fitted, key)
+        self._memory[key] = fitted
+        while len(self._memory) > self.max_items:
+            self._memory.popitem(last=False)
+        return fitted
+
+    def clear(self) -> None:
+        """Forget the in-memory fits (files on disk stay)."""
+        self._memory.clear()
+
+    # --- disk -------------------------------------------------------------------------------------
+    def _disk_key(self, key: tuple) -> str:
+        # the version from package metadata: importing umap takes seconds
+        umap_version = importlib.metadata.version("umap-learn") if key[0] == "umap" else ""
+        return json.dumps({"format": CACHE_FORMAT, "method": key[0], "params": key[1], "input": key[2],
+                           "sklearn": sklearn.__version__, "numpy": np.__version__, "umap": umap_version},
+                          sort_keys=True)
+
+    def path(self, projection: Projection, X) -> Path:
+        """Where the fit of `projection` on `X` is (or would be) stored."""
+        return self._file(self.key(projection, _as_matrix(X)))
+
+    def _file(self, key: tuple) -> Path:
+        name = hashlib.sha256(self._disk_key(key).encode()).hexdigest()[:32]
+        return Path(self.directory) / f"{key[0]}-{name}.npz"
+
+    def _load(self, projection: Projection, X: np.ndarray, key: tuple) -> Projection | None:
+        path = self._file(key)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                if str(f["__key__"]) != self._disk_key(key):
+                    raise ValueError("stored key differs")
+                state = {name: f[name] for name in type(projection)._state_names}
+            n_comp = projection.get_params()["n_components"]
+            if state["embedding_"].shape != (len(X), n_comp) or not np.isfinite(state["embedding_"]).all():
+                raise ValueError(f"embedding_ has shape {state['embedding_'].shape}, expected {(len(X), n_comp)}")
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            warnings.warn(f"projection cache file {path} is unreadable ({e}); refitting and replacing it",
+                          stacklevel=3)
+            return None
+        fitted = clone(projection)
+        fitted._set_state(state, X)
+        return fitted
+
+    def _save(self, fitted: Projection, key: tuple) -> None:
+        path = self._file(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, __key__=np.array(self._disk_key(key)), **fitted._state())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def default_cache_dir() -> Path:
+    """Where notebooks keep fitted projections: <clipspace cache dir>/projections."""
+    from .cache import cache_dir
+
+    return cache_dir() / "projections"
+
+
+_DEFAULT_CACHE = ProjectionCache()
+
+
+def fit_projection(projection: Projection | str, X, cache: ProjectionCache | None = None, **params) -> Projection:
+    """Fit (or fetch the earlier fit of) a projection on X. `projection` is a Projection or a method
+    name with `params`; `cache` defaults to one in-memory cache per process."""
+    if isinstance(projection, str):
+        projection = make_projection(projection, **params)
+    elif params:
+        projection = clone(projection).set_params(**params)
+    return (cache if cache is not None else _DEFAULT_CACHE).fit(projection, X)

@@ -1,0 +1,228 @@
+"""Projections: PCA equals scikit-learn's, t-SNE/UMAP are seeded and place new points by kNN
+(exactly on a fitted point they equal), and the cache refits only when an input changes."""
+import os
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.decomposition import PCA
+from sklearn.exceptions import NotFittedError
+from sklearn.neighbors import KNeighborsClassifier
+
+from clipspace.projections import (PCAProjection, Projection, ProjectionCache, TSNEProjection, UMAPProjection,
+                                   fit_projection, knn_place, make_projection)
+
+
+def unit(X):
+    return (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    """Two well-separated clusters of unit vectors (100 each, 32-d) and their labels."""
+    rng = np.random.default_rng(1)
+    centres = unit(rng.normal(size=(2, 32)))
+    labels = np.repeat([0, 1], 100)
+    return unit(centres[labels] + 0.15 * rng.normal(size=(200, 32))), labels
+
+
+def separated_in_2d(xy, labels) -> float:
+    """Leave-one-out 5-NN accuracy of the cluster labels in the 2-D map."""
+    knn = KNeighborsClassifier(n_neighbors=6).fit(xy, labels)
+    nbrs = knn.kneighbors(xy, return_distance=False)[:, 1:]
+    return float((np.array([np.bincount(labels[n]).argmax() for n in nbrs]) == labels).mean())
+
+
+# --- the factory and the estimator contract -------------------------------------------------------
+def test_make_projection_classes_params_and_errors():
+    assert type(make_projection("pca")) is PCAProjection
+    assert type(make_projection("t-SNE", perplexity=7)) is TSNEProjection
+    assert make_projection("umap", n_neighbors=5).get_params()["n_neighbors"] == 5
+    with pytest.raises(ValueError, match="unknown method 'isomap'.*pca"):
+        make_projection("isomap")
+    with pytest.raises(TypeError, match=r"unknown parameter\(s\) \['perplexty'\].*perplexity"):
+        make_projection("tsne", perplexty=5)
+    p = make_projection("tsne", perplexity=12, random_state=3)
+    assert clone(p).get_params() == p.get_params()  # __init__ only stores its parameters
+    assert not hasattr(p, "embedding_")
+    with pytest.raises(NotFittedError):
+        p.transform(np.zeros((1, 4)))
+
+
+def test_bad_inputs_are_named(blobs):
+    X, _ = blobs
+    with pytest.raises(ValueError, match="2-D array"):
+        PCAProjection().fit(X[0])
+    with pytest.raises(ValueError, match="NaN or inf"):
+        PCAProjection().fit(np.where(np.arange(X.size).reshape(X.shape) == 5, np.nan, X))
+    p = PCAProjection().fit(X)
+    with pytest.raises(ValueError, match="X has 16 features, the projection was fitted on 32"):
+        p.transform(X[:, :16])
+    with pytest.raises(ValueError, match="perplexity=300 must be below the number of points"):
+        TSNEProjection(perplexity=300).fit(X)
+    with pytest.raises(ValueError, match="metric='manhattan'"):
+        TSNEProjection(metric="manhattan").fit(X)
+
+
+# --- PCA ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("whiten", [False, True])
+def test_pca_matches_sklearn(blobs, whiten):
+    X, _ = blobs
+    new = unit(np.random.default_rng(2).normal(size=(7, 32)))
+    ref = PCA(n_components=2, whiten=whiten, random_state=0).fit(X)
+    p = PCAProjection(whiten=whiten).fit(X)
+    assert p.embedding_.shape == (200, 2) and p.embedding_.dtype == np.float32
+    np.testing.assert_allclose(p.embedding_, ref.transform(X), atol=1e-5)
+    np.testing.assert_allclose(p.transform(new), ref.transform(new), atol=1e-5)
+    np.testing.assert_allclose(p.explained_variance_ratio_, ref.explained_variance_ratio_, rtol=1e-5)
+    np.testing.assert_array_equal(p.fit_transform(X), p.embedding_)
+
+
+# --- kNN placement --------------------------------------------------------------------------------
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_knn_place_matches_a_plain_loop(metric):
+    rng = np.random.default_rng(3)
+    X_fit, Y_fit, X_new = rng.normal(size=(50, 8)), rng.normal(size=(50, 2)), rng.normal(size=(6, 8))
+    got = knn_place(X_fit, Y_fit, X_new, k=5, metric=metric, chunk=4)  # chunked: 2 chunks
+    for x, g in zip(X_new, got):
+        if metric == "cosine":
+            d = np.array([1 - x @ f / np.linalg.norm(x) / np.linalg.norm(f) for f in X_fit])
+        else:
+            d = np.array([np.linalg.norm(x - f) for f in X_fit])
+        near = np.argsort(d)[:5]
+        w = 1 / d[near] ** 2
+        np.testing.assert_allclose(g, (w[:, None] * Y_fit[near]).sum(0) / w.sum(), rtol=1e-5, atol=1e-6)
+
+
+def test_knn_place_is_exact_at_fitted_points():
+    rng = np.random.default_rng(4)
+    X_fit, Y_fit = rng.normal(size=(30, 8)), rng.normal(size=(30, 2))
+    np.testing.assert_allclose(knn_place(X_fit, Y_fit, X_fit[[3, 17]] * 2.5, k=10), Y_fit[[3, 17]], atol=1e-6)
+
+
+# --- t-SNE ------------------------------------------------------------------------------------------
+def test_tsne_seeded_separates_and_places_an_equal_text_on_its_image(blobs):
+    X, labels = blobs
+    a = TSNEProjection(perplexity=15, max_iter=300, random_state=0).fit(X)
+    b = TSNEProjection(perplexity=15, max_iter=300, random_state=0).fit(X)
+    assert a.embedding_.shape == (200, 2)
+    np.testing.assert_array_equal(a.embedding_, b.embedding_)
+    # init="pca" (the default) is deterministic by itself; with a random init the seed decides
+    r1, r1_again, r2 = (TSNEProjection(perplexity=15, max_iter=250, init="random", random_state=s).fit(X)
+                        for s in (1, 1, 2))
+    np.testing.assert_array_equal(r1.embedding_, r1_again.embedding_)
+    assert not np.allclose(r1.embedding_, r2.embedding_)
+    assert separated_in_2d(a.embedding_, labels) > 0.97
+    # "a text embedding equal to a fitted image embedding lands on that image's point"
+    np.testing.assert_allclose(a.transform(X[[0, 42, 199]]), a.embedding_[[0, 42, 199]], atol=1e-6)
+    # a new point from cluster 1 lands among cluster 1's points
+    new = unit(X[labels == 1].mean(0, keepdims=True))
+    xy = a.transform(new)[0]
+    centres = np.array([a.embedding_[labels == k].mean(0) for k in (0, 1)])
+    assert np.linalg.norm(xy - centres[1]) < np.linalg.norm(xy - centres[0])
+
+
+# --- UMAP (one fit: the first fit of a process compiles umap's numba code, several seconds) ---------
+def test_umap_shape_seed_transform_and_separation(blobs):
+    X, labels = blobs
+    cache = ProjectionCache()
+    a = cache.fit(make_projection("umap", n_neighbors=10, n_epochs=30, random_state=0), X)
+    b = make_projection("umap", n_neighbors=10, n_epochs=30, random_state=0).fit(X)  # fresh object, same seed
+    assert a.embedding_.shape == (200, 2) and a.embedding_.dtype == np.float32
+    np.testing.assert_array_equal(a.embedding_, b.embedding_)
+    assert separated_in_2d(a.embedding_, labels) > 0.97
+    np.testing.assert_allclose(a.transform(X[[5, 150]]), a.embedding_[[5, 150]], atol=1e-6)
+    with pytest.raises(ValueError, match="n_neighbors=500 must be in"):
+        UMAPProjection(n_neighbors=500).fit(X)
+
+
+# --- the cache --------------------------------------------------------------------------------------
+@pytest.fixture
+def count_fits(monkeypatch):
+    """Count the real fits of every projection class (wrapping _fit, which does the work)."""
+    calls = []
+    for cls in (PCAProjection, TSNEProjection):
+        original = cls._fit
+
+        def counted(self, X, _original=original):
+            calls.append(type(self).__name__)
+            return _original(self, X)
+
+        monkeypatch.setattr(cls, "_fit", counted)
+    return calls
+
+
+def test_memory_cache_refits_only_when_inputs_change(blobs, count_fits):
+    X, _ = blobs
+    cache = ProjectionCache()
+    proj = make_projection("tsne", perplexity=10, max_iter=250)
+    first = cache.fit(proj, X)
+    assert not hasattr(proj, "embedding_")  # the argument stays unfitted; a fitted clone comes back
+    again = cache.fit(make_projection("tsne", perplexity=10, max_iter=250), X.copy())  # equal, not identical
+    assert again is first and len(count_fits) == 1 and (cache.fits, cache.hits) == (1, 1)
+
+    changed = X.copy()
+    changed[3, 3] += 1e-3
+    cache.fit(proj, changed)  # changed input
+    cache.fit(make_projection("tsne", perplexity=11, max_iter=250), X)  # changed parameter
+    cache.fit(make_projection("pca"), X)  # changed method
+    assert len(count_fits) == 4 and cache.fits == 4
+
+
+def test_fit_projection_default_cache(blobs, count_fits):
+    X, _ = blobs
+    a = fit_projection("pca", X, n_components=3)
+    b = fit_projection(PCAProjection(), X, n_components=3)
+    assert a is b and a.embedding_.shape == (200, 3) and count_fits.count("PCAProjection") <= 1
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_disk_cache_survives_a_new_process_and_detects_corruption(tmp_path, blobs, count_fits, method):
+    X, _ = blobs
+    params = dict(perplexity=10, max_iter=250) if method == "tsne" else {}
+    new = unit(np.random.default_rng(5).normal(size=(4, 32)))
+    first = ProjectionCache(tmp_path).fit(make_projection(method, **params), X)
+    files = os.listdir(tmp_path)
+    assert len(files) == 1 and files[0].endswith(".npz")  # no temp files left behind
+
+    rerun = ProjectionCache(tmp_path)  # a new kernel: empty memory, same folder
+    loaded = rerun.fit(make_projection(method, **params), X)
+    assert len(count_fits) == 1 and (rerun.fits, rerun.hits) == (0, 1)
+    np.testing.assert_array_equal(loaded.embedding_, first.embedding_)
+    np.testing.assert_array_equal(loaded.transform(new), first.transform(new))
+
+    path = rerun.path(make_projection(method, **params), X)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # a torn file
+    with pytest.warns(UserWarning, match="unreadable.*refitting"):
+        refit = ProjectionCache(tmp_path).fit(make_projection(method, **params), X)
+    assert len(count_fits) == 2
+    np.testing.assert_array_equal(refit.embedding_, first.embedding_)
+
+    garbled = bytearray(path.read_bytes())  # the replaced file is whole again; now flip payload bytes
+    garbled[len(garbled) // 2] ^= 0xFF
+    path.write_bytes(bytes(garbled))
+    with pytest.warns(UserWarning, match="unreadable"):
+        ProjectionCache(tmp_path).fit(make_projection(method, **params), X)
+    assert len(count_fits) == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and the rewritten file loads cleanly
+        ProjectionCache(tmp_path).fit(make_projection(method, **params), X)
+    assert len(count_fits) == 3
+
+
+def test_disk_cache_rejects_a_file_with_another_key(tmp_path, blobs, count_fits):
+    X, _ = blobs
+    cache = ProjectionCache(tmp_path)
+    a, b = make_projection("pca", n_components=2), make_projection("pca", n_components=2, whiten=True)
+    cache.fit(a, X), cache.fit(b, X)
+    cache.path(b, X).write_bytes(cache.path(a, X).read_bytes())  # a valid file in the wrong place
+    with pytest.warns(UserWarning, match="stored key differs"):
+        got = ProjectionCache(tmp_path).fit(b, X)
+    np.testing.assert_allclose(got.embedding_, PCA(2, whiten=True).fit_transform(X), atol=1e-4)
+    assert len(count_fits) == 3
+
+
+def test_every_projection_is_a_projection():
+    assert all(isinstance(make_projection(m), Projection) for m in ("pca", "umap", "tsne"))
