@@ -182,6 +182,7 @@ class EmbeddingMap:
                                    "y": pd.Series(dtype=np.float32), "fitted": pd.Series(dtype=bool)})
         self.text_emb = np.zeros((0, image_emb.shape[1]), dtype=np.float32)
         self.coloured_by: str | None = None
+        self.cache: ProjectionCache | None = None  # reproject() fits through it (build sets it)
         self._selected = np.zeros(0, dtype=int)
         self._select_callbacks: list[Callable[[np.ndarray], None]] = []
         self._png: dict[int, bytes] = {}
@@ -231,6 +232,7 @@ class EmbeddingMap:
         if hover is None and "caption" in points.columns:
             hover = "caption"
         emap = cls(proj, image_emb, points, thumbs, clip, hover, title)
+        emap.cache = cache
         if texts:
             coords = proj.embedding_[n:] if fit_texts else None
             emap.add_texts(texts, text_emb, _coords=coords)
@@ -279,6 +281,30 @@ class EmbeddingMap:
         import ipywidgets as widgets
 
         return widgets.HBox([self.figure, widgets.VBox([self.hover_image, self.hover_label])])
+
+    # --- another projection -----------------------------------------------------------------------
+    def reproject(self, projection: Projection | str, cache: ProjectionCache | None = None, **params) -> Projection:
+        """Move every point to a new projection of the same embeddings, in place: fit (or fetch from
+        `cache`, default the one the map was built with) on the images plus the texts that were fitted
+        with them, place the other texts with its transform, and update the figure's coordinates in
+        one batch_update. Colours, selection and the table's other columns stay. Returns the projection."""
+        cache = cache if cache is not None else self.cache
+        fitted = self.texts["fitted"].to_numpy(dtype=bool)
+        fit_on = np.vstack([self.image_emb, self.text_emb[fitted]]) if fitted.any() else self.image_emb
+        proj = fit_projection(projection, fit_on, cache=cache, **params)
+        n = len(self.image_emb)
+        text_xy = np.zeros((len(self.texts), 2), dtype=np.float32)
+        text_xy[fitted] = proj.embedding_[n:, :2]
+        if (~fitted).any():
+            text_xy[~fitted] = proj.transform(self.text_emb[~fitted])[:, :2]
+        self.projection = proj
+        self.points["x"], self.points["y"] = proj.embedding_[:n, 0], proj.embedding_[:n, 1]
+        self.texts["x"], self.texts["y"] = text_xy[:, 0], text_xy[:, 1]
+        with self.figure.batch_update():
+            trace = self.figure.data[IMAGE_TRACE]
+            trace.x, trace.y = self.points["x"].to_numpy(), self.points["y"].to_numpy()
+            self._draw_texts()
+        return proj
 
     # --- hover ------------------------------------------------------------------------------------
     def thumbnail_png(self, i: int) -> bytes | None:
