@@ -1,0 +1,42 @@
+"""The decoder's measurement script: every number of the card, on a few-step decoder trained here."""
+import json
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from clipspace import load_clip
+from clipspace.measure_decoder import TARGETS, main
+from clipspace.train.decoder import main as train_main
+
+from test_decoder import tiny_config
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("decoder-run")
+    (d / "cfg.json").write_text(json.dumps(tiny_config()))
+    train_main(["--clip", "default", "--config", str(d / "cfg.json"), "--steps", "4", "--batch-size", "4",
+                "--warmup", "1", "--checkpoint-every", "2", "--out", str(d / "run")])
+    return d / "run"
+
+
+def test_ship_writes_fp16_weights_metrics_and_card(run_dir, tmp_path):
+    ship = tmp_path / "decoder-tiny"
+    main(["--weights", str(run_dir), "-n", "3", "--steps", "3", "--curve", "--curve-n", "2", "--ship", str(ship)])
+    with safe_open(str(ship / "decoder.safetensors"), "pt") as f:
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.float16"}
+    metrics = json.loads((ship / "metrics.json").read_text())
+    final = metrics["final"]
+    for key in [k for k, t in TARGETS.items() if isinstance(t, float)] + ["round_trip_psnr_wrong_z"]:
+        assert np.isfinite(final[key]), key
+    for key in ("sample_colour", "sample_shape", "variation_colour", "variation_shape", "text_diff_blue"):
+        assert 0.0 <= final[key] <= 1.0, key
+    # the judge itself works: the default CLIP reads the 16 px sources' colours
+    assert final["judge_colour_on_sources"] >= 0.6
+    assert final["fp16_vs_fp32_psnr"] > 30  # fp16 storage of a (barely trained) decoder changes little
+    assert [row["step"] for row in metrics["curve"]] == [2, 4]
+    card = (ship / "MODEL_CARD.md").read_text()
+    assert "| round_trip_psnr |" in card and "--steps 4 --batch-size 4" in card
+    assert "What falls short" in card
+    load_clip()  # the card's CLIP is the offline default the decoder checks against
