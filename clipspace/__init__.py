@@ -13,9 +13,12 @@ from .typographic import typographic_attack, write_text
 from .binding import binding_probe
 from .pca import EmbeddingPCA
 from .factor_probes import factor_table
+from .decoder import DecoderMismatchError, DecoderNotFoundError, load_decoder
+from .slerp import slerp
 
 __all__ = ["ClipModel", "load_clip", "ClipspaceError", "UnknownModelError", "UnsafeCheckpointError",
            "WeightsNotAvailableError", "Embeddings", "BadImageError", "load_image",
            "WORLD_TEMPLATES", "ZeroShotClassifier", "build_classifier", "typographic_attack", "write_text",
-           "binding_probe", "EmbeddingPCA", "factor_table"]
+           "binding_probe", "EmbeddingPCA", "factor_table", "load_decoder", "DecoderMismatchError",
+           "DecoderNotFoundError", "slerp"]
 __version__ = "0.1.0"

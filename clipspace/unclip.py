@@ -226,10 +226,12 @@ def variations(decoder: Decoder, z, x_T, n: int = 4, eta: float = 1.0, steps: in
 
 
 def interpolate(decoder: Decoder, z1, z2, x_T1, x_T2=None, n: int = 5, steps: int = 50,
-                guidance: float = 1.0, output: str = "pil"):
-    """n decodes along slerp(z1, z2, t), t from 0 to 1. x_T: slerped from x_T1 to x_T2 when x_T2
-    is given (the ends reconstruct both images), else x_T1 held fixed for the whole trajectory."""
-    ts = np.linspace(0.0, 1.0, n)
+                guidance: float = 1.0, output: str = "pil", ts=None):
+    """n decodes along slerp(z1, z2, t), t from 0 to 1 (or at the given `ts`). x_T: slerped from
+    x_T1 to x_T2 when x_T2 is given (the ends reconstruct both images), else x_T1 held fixed for
+    the whole trajectory."""
+    ts = np.linspace(0.0, 1.0, n) if ts is None else np.asarray(ts, dtype=np.float64)
+    n = len(ts)
     z = slerp(_as_z(z1)[0], _as_z(z2)[0], ts)
     a = _as_x(x_T1)[0]
     x = a.expand(n, *a.shape) if x_T2 is None else \
