@@ -6,7 +6,8 @@ unCLIP's autoregressive prior works on PCA-reduced CLIP image embeddings and rep
 reconstruct from the first k components only, and optionally put reconstructions back on the unit
 sphere (the decoder was trained on normalised embeddings). `pca_curves` tabulates, for every k,
 the cumulative explained variance and the reconstruction error; `k_for_mse` reads off the k that
-gets under a target error.
+gets under a target error; `k_sweep` asks what the truncated embeddings still do (cosine to
+the original, zero-shot predictions).
 
 Reconstruction error, stated precisely (both are reported):
 - `relative_mse` = ||X - X_k||^2 / ||X - mean||^2: the share of variance about the mean that the first
@@ -128,3 +129,43 @@ def pca_figure(curves: pd.DataFrame, target: float = 0.01, title: str = "PCA of 
     fig.update_layout(title=title, xaxis_title="k (principal components kept)", yaxis=dict(range=[0, 1.02]),
                       height=420, legend=dict(x=0.45, y=0.5))
     return fig
+
+
+def k_sweep(pca: EmbeddingPCA, X, ks=None, weights: dict | None = None, labels: dict | None = None) -> pd.DataFrame:
+    """What survives truncation to the first k components, for each k: the cosine between each row of
+    X and its reconstruction (mean and minimum over rows) and, for each zero-shot classifier in
+    `weights` ({name: (D, C) class embeddings, e.g. ZeroShotClassifier.weights}), the share of rows
+    whose reconstruction gets the same class as the full embedding (`{name}_agreement`) and, with
+    `labels` ({name: class indices}), the share classified correctly (`{name}_accuracy`).
+
+    Cosines and argmax ignore length, so renormalising the reconstructions would change nothing.
+    At k = 0 every row is reconstructed as the mean embedding.
+    """
+    check_is_fitted(pca, "pca_")
+    X = check_array(X, dtype=np.float64)
+    ks = np.arange(pca.n_components_ + 1) if ks is None else np.asarray([pca._k(k) for k in ks])
+    weights = {name: np.asarray(W, dtype=np.float64) for name, W in (weights or {}).items()}
+    labels = {name: np.asarray(y) for name, y in (labels or {}).items()}
+    for name, W in weights.items():
+        if W.ndim != 2 or W.shape[0] != X.shape[1]:
+            raise ValueError(f"weights[{name!r}] must be (D={X.shape[1]}, n_classes), got shape {W.shape}")
+        if name in labels and labels[name].shape != (len(X),):
+            raise ValueError(f"labels[{name!r}] has shape {labels[name].shape}; give one class index per row of X")
+    unknown = sorted(set(labels) - set(weights))
+    if unknown:
+        raise ValueError(f"labels for {unknown} have no classifier in weights")
+    full = {name: (X @ W).argmax(axis=1) for name, W in weights.items()}
+    Z = (X - pca.mean_) @ pca.components_.T
+    norms = np.linalg.norm(X, axis=1)
+    rows = []
+    for k in ks:
+        R = pca.mean_ + Z[:, :k] @ pca.components_[:k]
+        cos = np.sum(R * X, axis=1) / np.maximum(np.linalg.norm(R, axis=1) * norms, 1e-12)
+        row = {"k": int(k), "cosine": float(cos.mean()), "cosine_min": float(cos.min())}
+        for name, W in weights.items():
+            pred = (R @ W).argmax(axis=1)
+            row[f"{name}_agreement"] = float(np.mean(pred == full[name]))
+            if name in labels:
+                row[f"{name}_accuracy"] = float(np.mean(pred == labels[name]))
+        rows.append(row)
+    return pd.DataFrame(rows)
