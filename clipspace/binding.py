@@ -173,3 +173,34 @@ def binding_figure(result: BindingResult, title: str = "Attribute binding: true 
     fig.add_hline(y=0.5, line_dash="dash", annotation_text="chance")
     fig.update_layout(title=title, yaxis=dict(range=[0, 1.05], title="accuracy"), height=380)
     return fig
+
+
+def pair_scores_figure(result: BindingResult, kind: str = "all"):
+    """Each pair of one kind ('all' for every pair) as a point: cosine with the true caption (x)
+    against cosine with its swap (y). Points below the diagonal are wins; the title gives the win
+    rate and its Wilson interval. Hover shows both captions."""
+    import plotly.graph_objects as go
+
+    kinds = np.array(result.kinds)
+    if kind != "all" and kind not in set(result.kinds):
+        raise ValueError(f"kind={kind!r} is not in this result; use 'all' or one of {sorted(set(result.kinds))}")
+    mask = np.ones(len(kinds), bool) if kind == "all" else kinds == kind
+    row = result._row(kind, mask)
+    t, s = result.true_scores[mask], result.swapped_scores[mask]
+    idx = np.nonzero(mask)[0]
+    hover = [f"{result.true_captions[i]}<br>swap: {result.swapped_captions[i]}" for i in idx]
+    lo = float(min(t.min(), s.min())) - 0.02 if len(t) else 0.0
+    hi = float(max(t.max(), s.max())) + 0.02 if len(t) else 1.0
+    fig = go.Figure([
+        go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dash", color="gray"), name="tie",
+                   hoverinfo="skip"),
+        go.Scatter(x=t, y=s, mode="markers", name="pairs", customdata=idx, text=hover,
+                   marker=dict(size=8, color=np.where(t > s, "#4c72b0", "#dd8452")),
+                   hovertemplate="%{text}<br>true %{x:.3f}, swap %{y:.3f}<extra>pair %{customdata}</extra>"),
+    ])
+    fig.update_layout(title=f"{kind}: true caption wins {row['accuracy']:.0%} of {row['n']} "
+                            f"({result.confidence:.0%} CI {row['ci_low']:.2f}-{row['ci_high']:.2f})",
+                      xaxis=dict(title="cosine(image, true caption)", range=[lo, hi]),
+                      yaxis=dict(title="cosine(image, swapped caption)", range=[lo, hi]),
+                      showlegend=False, height=420, width=480, margin=dict(l=10, r=10, t=50, b=40))
+    return fig

@@ -258,3 +258,90 @@ def class_probability_bars(probs, classnames: Sequence[str], title: str = "", to
                       height=120 + 28 * len(order) * max(1, len(series)), margin=dict(l=10, r=10, t=50, b=40),
                       showlegend=len(series) > 1)
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# One scene, one word (notebook 05's panel)
+# ---------------------------------------------------------------------------------------------
+def attack_scene(scene: world.Scene, word: str, x: float = 0.5, y: float = 0.8, size: float = 0.22,
+                 opacity: float = 1.0, colour: str | None = None) -> world.Scene:
+    """`scene` with `word` written by the world's own renderer (replacing any word it had).
+
+    x, y: the word's centre as fractions of the image; size: font height as a fraction of the image;
+    colour: a `world.TEXT_COLOURS` name, default black (white on a black background).
+    """
+    if not isinstance(word, str) or not word.strip():
+        raise ValueError(f"word={word!r} must be a non-empty string")
+    if not (0 <= x <= 1 and 0 <= y <= 1):
+        raise ValueError(f"x={x!r}, y={y!r}: the word's centre is a fraction of the image, in [0, 1]")
+    if not 0 < size <= 1:
+        raise ValueError(f"size={size!r} is a fraction of the image height, in (0, 1]")
+    if not 0 <= opacity <= 1:
+        raise ValueError(f"opacity={opacity!r} must be in [0, 1]")
+    colour = colour or world._text_colour_for(scene.background)
+    _rgb(colour, "colour")  # a clear error for an unknown colour name
+    return dataclasses.replace(scene, text=world.Text(word.strip(), float(x), float(y), float(size), colour,
+                                                      float(opacity)))
+
+
+@dataclass
+class SceneAttack:
+    """One scene, clean and with a word written on it, classified both ways."""
+
+    clean: Image.Image
+    attacked: Image.Image
+    classnames: list[str]
+    clean_probs: np.ndarray  # (C,)
+    attacked_probs: np.ndarray  # (C,)
+    word: str
+    attacked_scene: world.Scene  # the scene with the word: re-render or decode it at any size
+
+    @property
+    def clean_prediction(self) -> str:
+        return self.classnames[int(self.clean_probs.argmax())]
+
+    @property
+    def attacked_prediction(self) -> str:
+        return self.classnames[int(self.attacked_probs.argmax())]
+
+    def figure(self, top: int | None = 8):
+        """Figure 6's bars: clean and attacked probabilities side by side."""
+        return class_probability_bars({"clean": self.clean_probs, "attacked": self.attacked_probs}, self.classnames,
+                                      title=f'"{self.word}": {self.clean_prediction} → {self.attacked_prediction}',
+                                      top=top)
+
+
+def attack_classnames(word: str, classnames: Sequence[str] | None = None) -> list[str]:
+    """The classes to score an attack with: the world's shapes by default, plus the word when it is not
+    one of them (so its bar can appear, as the "iPod" bar does in Figure 6)."""
+    names = list(world_classnames("shape") if classnames is None else classnames)
+    word = word.strip()
+    return names if word in names else names + [word]
+
+
+def scene_attack(clip, scene: world.Scene, word: str, classnames: Sequence[str] | None = None,
+                 templates: Sequence[Template] | None = None, image_size: int | None = None,
+                 **text) -> SceneAttack:
+    """Write `word` on `scene` (`attack_scene` keywords x, y, size, opacity, colour) and classify the
+    clean and attacked renders. Classes default to `attack_classnames(word)`, templates to the world's
+    shape ensemble. `image_size` is the size of the returned images (default the model's)."""
+    clean_scene = dataclasses.replace(scene, text=None)
+    attacked_scene = attack_scene(clean_scene, word, **text)
+    names = attack_classnames(word, classnames)
+    zsc = ZeroShotClassifier.from_clip(clip, names, WORLD_TEMPLATES["shape"] if templates is None else templates)
+    res = zsc.classify(embed_images(clip, [clean_scene, attacked_scene]))
+    size = image_size or clip.image_size
+    return SceneAttack(clean_scene.render(size), attacked_scene.render(size), names, res.probs[0], res.probs[1],
+                       word.strip(), attacked_scene)
+
+
+def photo_attack(clip, word: str = "ipod", names: Sequence[str] | None = None,
+                 templates: Sequence[Template] | None = None, **text_kw) -> TypographicResult:
+    """The real-CLIP route: skimage.data's bundled photos, each with `word` written on a white label,
+    classified over `SKIMAGE_CLASSES` with open_clip's 80 ImageNet templates by default."""
+    from .zero_shot import OPENAI_TEMPLATES
+
+    photos = skimage_photos(names)
+    text_kw = {"box": "white", "size": 0.12, **text_kw}
+    return typographic_attack(clip, list(photos.values()), [SKIMAGE_LABELS[k] for k in photos], word,
+                              SKIMAGE_CLASSES, OPENAI_TEMPLATES if templates is None else templates, **text_kw)

@@ -301,3 +301,97 @@ def classify(clip, images, classnames: Sequence[str], templates: Sequence[Templa
     zsc = ZeroShotClassifier(list(classnames), list(templates), np.asarray(weights, dtype=np.float32),
                              logit_scale(clip))
     return zsc.classify(embed_images(clip, images), labels, top_k)
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebook 01: typed class names, named template sets, world probe sets, the confusion heatmap
+# ---------------------------------------------------------------------------------------------
+PHOTO_TEMPLATES: list[Template] = ["a photo of a {}."]  # CLIP's single default prompt
+TEMPLATE_SETS = ("world", "imagenet", "single")  # world-phrased / open_clip's 80 ImageNet / "a photo of a {}."
+
+
+def parse_classnames(text: str) -> list[str]:
+    """Comma-separated class names as typed in a text box: stripped, empty entries dropped."""
+    names = [c.strip() for c in str(text).split(",") if c.strip()]
+    if not names:
+        raise ValueError(f"no class names in {text!r}: type them separated by commas, e.g. 'circle, square, star'")
+    return names
+
+
+def world_factor(classnames: Sequence[str]) -> str | None:
+    """'shape' when every class name is a world shape, 'colour' when every one is a world colour, else None."""
+    names = set(classnames)
+    if names <= set(world.SHAPES):
+        return "shape"
+    if names <= set(world.COLOURS):
+        return "colour"
+    return None
+
+
+def templates_for(template_set: str, classnames: Sequence[str]) -> list[Template]:
+    """The templates of a named set for these class names.
+
+    'world': the world's own phrasing: the colour ensemble for shape names, the shape ensemble for
+    colour names, and '{a} {}' for anything else ('red circle' -> 'a red circle').
+    'imagenet': open_clip's 80 OpenAI ImageNet templates. 'single': 'a photo of a {}.'.
+    """
+    if template_set == "imagenet":
+        return list(OPENAI_TEMPLATES)
+    if template_set == "single":
+        return list(PHOTO_TEMPLATES)
+    if template_set == "world":
+        factor = world_factor(classnames)
+        return list(WORLD_TEMPLATES[factor]) if factor else [ArticleTemplate("{a} {}")]
+    raise ValueError(f"template_set={template_set!r}; use one of {TEMPLATE_SETS}")
+
+
+@dataclass
+class WorldZeroShot:
+    """Zero-shot on world scenes: every scene classified, and the ones with a known truth scored."""
+
+    result: ZeroShotResult  # all scenes, no labels (for per-scene bars)
+    scored: ZeroShotResult | None  # scenes whose true shape/colour is a class, with labels; None if no factor
+    factor: str | None  # 'shape', 'colour' or None
+    index: np.ndarray  # (M,) positions in `scenes` of the scored ones
+
+
+def world_zero_shot(clip, scenes: Sequence[world.Scene], classnames: Sequence[str], template_set: str = "world",
+                    embeddings: np.ndarray | None = None, top_k: int = 5) -> WorldZeroShot:
+    """Classify world scenes with typed class names and a named template set.
+
+    When the class names are all shapes (or all colours), the scenes whose first object's shape
+    (colour) is one of them are scored: accuracy and the confusion matrix. `embeddings` (N, D) of the
+    scenes skips re-embedding them when only the classes or templates change.
+    """
+    scenes = list(scenes)
+    classnames = list(classnames)
+    zsc = ZeroShotClassifier.from_clip(clip, classnames, templates_for(template_set, classnames))
+    z = embed_images(clip, scenes) if embeddings is None else np.asarray(embeddings, dtype=np.float32)
+    if len(z) != len(scenes):
+        raise ValueError(f"embeddings has {len(z)} rows but there are {len(scenes)} scenes")
+    result = zsc.classify(z, top_k=top_k)
+    factor = world_factor(classnames)
+    if factor is None:
+        return WorldZeroShot(result, None, None, np.zeros(0, dtype=np.int64))
+    truth = world_labels(scenes, factor)
+    index = np.array([i for i, t in enumerate(truth) if t in classnames], dtype=np.int64)
+    if len(index) == 0:
+        return WorldZeroShot(result, None, factor, index)
+    scored = zsc.classify(z[index], [truth[i] for i in index], top_k=top_k, names=index.tolist())
+    return WorldZeroShot(result, scored, factor, index)
+
+
+def confusion_figure(result: ZeroShotResult, title: str = ""):
+    """Heatmap of the confusion matrix (rows true, columns predicted) with the accuracy in the title."""
+    import plotly.graph_objects as go
+
+    cm = result.confusion_matrix()
+    correct, n = int(np.trace(cm.to_numpy())), int(cm.to_numpy().sum())
+    fig = go.Figure(go.Heatmap(z=cm.to_numpy(), x=list(cm.columns), y=list(cm.index), colorscale="Blues",
+                               text=cm.to_numpy(), texttemplate="%{text}", showscale=False,
+                               hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>"))
+    head = f"{title}: " if title else ""
+    fig.update_layout(title=f"{head}accuracy {result.accuracy:.2f} ({correct}/{n})",
+                      xaxis=dict(title="predicted"), yaxis=dict(title="true", autorange="reversed"),
+                      height=160 + 34 * len(cm), width=200 + 50 * len(cm), margin=dict(l=10, r=10, t=50, b=40))
+    return fig
