@@ -9,6 +9,10 @@ weights_id, so do not cache through one; a ClipModel with an empty weights_id is
 File format, so that a torn or garbled file is detected and recomputed, never returned:
 32 bytes sha256 of the payload, then the payload (float32 little-endian vector). Writes go to a
 temporary file in the same folder, then os.replace, so readers never see half a file.
+
+In-process memory: every vector read or written is also kept in a bounded dict (`MEMORY_BYTES`),
+keyed like its file, so a rerun in the same session costs a dict lookup per input, not a file read
+and a checksum. `clear_memory()` forgets it and the file-digest memo, as a new process would.
 """
 from __future__ import annotations
 
@@ -16,11 +20,36 @@ import hashlib
 import os
 import re
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
-_DIGESTS: dict[tuple, str] = {}  # (path, mtime_ns, size) -> sha256, memoised per process
+_DIGESTS: dict[tuple, str] = {}  # (path, device, inode, mtime_ns, size) -> sha256, memoised per process
+MEMORY_BYTES = 256 * 2 ** 20  # vectors kept in memory per process (least recently used dropped first)
+_MEMORY: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()  # (folder, key) -> read-only vector
+_memory_used = 0
+
+
+def clear_memory(vectors: bool = True, digests: bool = True) -> None:
+    """Forget the vectors and/or file digests kept in this process (the files on disk stay)."""
+    global _memory_used
+    if vectors:
+        _MEMORY.clear()
+        _memory_used = 0
+    if digests:
+        _DIGESTS.clear()
+
+
+def _remember(key: tuple[str, str], vector: np.ndarray) -> None:
+    global _memory_used
+    if key in _MEMORY:
+        return
+    vector.setflags(write=False)  # shared by every caller that gets it back
+    _MEMORY[key] = vector
+    _memory_used += vector.nbytes
+    while _memory_used > MEMORY_BYTES and _MEMORY:
+        _memory_used -= _MEMORY.popitem(last=False)[1].nbytes
 
 
 def cache_dir() -> Path:
@@ -29,10 +58,10 @@ def cache_dir() -> Path:
 
 
 def file_digest(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes, computed once per (path, mtime, size) in this process."""
-    path = Path(path).resolve()
-    st = path.stat()
-    key = (str(path), st.st_mtime_ns, st.st_size)
+    """sha256 of a file's bytes, computed once per (path, device, inode, mtime, size) in this process."""
+    path = os.path.abspath(path)  # not resolve(): one lstat per folder level, per file, per call
+    st = os.stat(path)
+    key = (path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
     if key not in _DIGESTS:
         h = hashlib.sha256()
         with open(path, "rb") as f:
@@ -62,12 +91,17 @@ class VectorCache:
     def __init__(self, namespace: str, dim: int, root: str | os.PathLike | None = None):
         self.dir = Path(root or cache_dir()) / namespace
         self.dim = dim
+        self._folder = str(self.dir)
 
     def _path(self, key: str) -> Path:
         return self.dir / key[:2] / f"{key}.f32"
 
     def get(self, key: str) -> np.ndarray | None:
-        """The stored vector, or None when absent, torn, garbled or of the wrong length."""
+        """The stored vector (read-only), or None when absent, torn, garbled or of the wrong length."""
+        hit = _MEMORY.get((self._folder, key))
+        if hit is not None and len(hit) == self.dim:
+            _MEMORY.move_to_end((self._folder, key))
+            return hit
         try:
             data = self._path(key).read_bytes()
         except OSError:
@@ -75,7 +109,9 @@ class VectorCache:
         check, payload = data[:32], data[32:]
         if len(payload) != 4 * self.dim or hashlib.sha256(payload).digest() != check:
             return None
-        return np.frombuffer(payload, dtype="<f4").astype(np.float32)
+        vector = np.frombuffer(payload, dtype="<f4").astype(np.float32)
+        _remember((self._folder, key), vector)
+        return vector
 
     def put(self, key: str, vector: np.ndarray) -> None:
         payload = np.ascontiguousarray(vector, dtype="<f4").tobytes()
@@ -89,3 +125,4 @@ class VectorCache:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        _remember((self._folder, key), np.frombuffer(payload, dtype="<f4").astype(np.float32))

@@ -6,16 +6,28 @@ kept, in input order) that also carries `.sources`, `.failures` and `.truncated`
 Strictness: an explicit list of images is strict by default (a bad file raises BadImageError),
 because its rows are expected to line up with the list; a folder is not (bad files are skipped,
 listed in `.failures` and in a warning, and `.sources` says which file each row is).
+
+Speed: images are read and preprocessed by a few threads (PIL and torch release the GIL) one
+batch ahead of the model, so decoding overlaps compute instead of waiting for it; texts are
+tokenized once, the next batch while the model runs on this one, and run through the text tower
+without the padding after the batch's longest text (`text_features`). Cached vectors are also kept in
+memory (`clipspace.cache`), so a rerun in the same session costs a lookup per input.
 """
 from __future__ import annotations
 
 import os
 import sys
 import warnings
+import weakref
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import open_clip
 import torch
+import torch.nn.functional as F
+from open_clip.transformer import text_global_pool
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -43,7 +55,8 @@ class Embeddings(np.ndarray):
 
 
 def encode_images(clip, images, *, batch_size: int = 64, strict: bool | None = None, cache: bool | None = None,
-                  progress: bool | None = None, background=WHITE, max_pixels: int | None = None) -> Embeddings:
+                  progress: bool | None = None, background=WHITE, max_pixels: int | None = None,
+                  workers: int | None = None) -> Embeddings:
     """Embed `images`: a folder (recursive, sorted), or a list of file paths, PIL images and numpy
     arrays (a single one, or a 4-d array, also works).
 
@@ -52,6 +65,8 @@ def encode_images(clip, images, *, batch_size: int = 64, strict: bool | None = N
       pixels); False never. Location: `clipspace.cache.cache_dir()`.
     progress: a tqdm bar; None shows one when there are more than two batches to compute.
     background, max_pixels: passed to `clipspace.images.load_image`.
+    workers: threads reading and preprocessing images ahead of the model (None: one per CPU core,
+      at most 4; 0: all on the calling thread).
     """
     sources, from_folder = _image_list(images)
     strict = (not from_folder) if strict is None else strict
@@ -85,23 +100,32 @@ def encode_images(clip, images, *, batch_size: int = 64, strict: bool | None = N
 
     todo = [i for i in range(len(sources)) if i not in rows and i not in failures]
     show = len(todo) > 2 * batch_size if progress is None else progress
-    with tqdm(total=len(todo), desc="embedding images", unit="img", disable=not show) as bar, torch.inference_mode():
-        for start in range(0, len(todo), batch_size):
+
+    def prepare(i):  # in a worker thread: read, convert and preprocess one image
+        try:
+            img = loaded.pop(i) if i in loaded else load_image(sources[i], background, max_pixels=max_pixels)
+        except BadImageError as e:
+            return e
+        return clip.preprocess(img)
+
+    batches = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
+    workers = _workers(len(todo)) if workers is None else int(workers)
+    with tqdm(total=len(todo), desc="embedding images", unit="img", disable=not show) as bar, \
+            _ahead(prepare, batches, workers) as prepared:
+        for batch, results in zip(batches, prepared):
             pixels, ok = [], []
-            for i in todo[start:start + batch_size]:
-                try:
-                    img = loaded.pop(i) if i in loaded else load_image(sources[i], background, max_pixels=max_pixels)
-                except BadImageError as e:
-                    fail(i, e)
-                    continue
-                pixels.append(clip.preprocess(img))
-                ok.append(i)
+            for i, r in zip(batch, results):
+                if isinstance(r, BadImageError):
+                    fail(i, r)
+                else:
+                    pixels.append(r)
+                    ok.append(i)
             if ok:
                 for i, v in zip(ok, clip.encode_tensors(torch.stack(pixels))):
                     rows[i] = v
                     if i in keys:
                         _put(store, keys[i], v)
-            bar.update(len(todo[start:start + batch_size]))
+            bar.update(len(batch))
 
     kept = sorted(rows)
     failed = [(sources[i], failures[i]) for i in sorted(failures)]
@@ -123,30 +147,120 @@ def encode_texts(clip, texts, *, batch_size: int = 256, cache: bool = False,
         if not isinstance(t, str):
             raise TypeError(f"texts[{i}] is a {type(t).__name__}, not a str")
     ctx = clip.context_length
-    truncated = [i for i, t in enumerate(texts) if (token_count(clip.tokenizer, t) or 0) > ctx]
-    if truncated:
-        shown = ", ".join(map(str, truncated[:20])) + (", ..." if len(truncated) > 20 else "")
-        _warn(f"{len(truncated)} of {len(texts)} texts are longer than the model's context of {ctx} "
-              f"tokens and were truncated: indices {shown} (see .truncated)")
     store = None
     if cache and clip.weights_id:
         space = digest("text", clip.name, clip.weights_id, _dtype(clip), type(clip.tokenizer).__name__, ctx)
         store = VectorCache(space, clip.embed_dim)
     rows = {i: v for i, t in enumerate(texts) if store and (v := store.get(digest(t))) is not None}
     todo = [i for i in range(len(texts)) if i not in rows]
+    counts = _token_counts(clip.tokenizer)
+    batches = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
     show = len(todo) > 2 * batch_size if progress is None else progress
-    with tqdm(total=len(todo), desc="embedding texts", unit="text", disable=not show) as bar, torch.inference_mode():
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
-            tokens = clip.tokenizer([texts[i] for i in batch]).to(clip.device)
-            z = clip.model.encode_text(tokens, normalize=True).float().cpu().numpy()
+    with tqdm(total=len(todo), desc="embedding texts", unit="text", disable=not show) as bar, \
+            _ahead(lambda b: tokenize(clip.tokenizer, [texts[i] for i in b], counts), batches,
+                   int(len(batches) > 1), per_item=False) as ahead, \
+            torch.inference_mode():
+        for batch, tokens in zip(batches, ahead):
+            z = text_features(clip.model, tokens.to(clip.device)).float().cpu().numpy()
             for i, v in zip(batch, z):
                 rows[i] = v
                 if store:
                     _put(store, digest(texts[i]), v)
             bar.update(len(batch))
+    # cached texts were not tokenized above: count theirs (remembered per tokenizer in this process)
+    truncated = [i for i, t in enumerate(texts) if (_count(clip.tokenizer, t, counts) or 0) > ctx]
+    if truncated:
+        shown = ", ".join(map(str, truncated[:20])) + (", ..." if len(truncated) > 20 else "")
+        _warn(f"{len(truncated)} of {len(texts)} texts are longer than the model's context of {ctx} "
+              f"tokens and were truncated: indices {shown} (see .truncated)")
     out = np.stack([rows[i] for i in range(len(texts))]) if texts else np.zeros((0, clip.embed_dim), np.float32)
     return Embeddings(out, texts, (), truncated)
+
+
+_TRIM_CHECKED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> trimmed path agrees
+
+
+def _trimmable(model) -> bool:
+    """open_clip's CLIP text tower: causal mask and features taken at the end token (argmax pooling)."""
+    return (isinstance(model, open_clip.CLIP) and getattr(model, "text_pool_type", None) == "argmax"
+            and isinstance(getattr(model, "attn_mask", None), torch.Tensor)
+            and isinstance(getattr(model, "positional_embedding", None), torch.Tensor))
+
+
+def _encode_trimmed(model, tokens: torch.Tensor, used: int) -> torch.Tensor:
+    """open_clip's CLIP.encode_text on the first `used` positions only (same steps, shorter context)."""
+    t = tokens[:, :used]
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(t).to(cast) + model.positional_embedding[:used].to(cast)
+    x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:used, :used]))
+    x = text_global_pool(x, t, "argmax")
+    if model.text_projection is not None:
+        x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
+    return F.normalize(x, dim=-1)
+
+
+def text_features(model, tokens: torch.Tensor) -> torch.Tensor:
+    """`model.encode_text(tokens, normalize=True)`, without the padding after the batch's longest text.
+
+    open_clip runs every text through the whole context (77 positions for most models) although
+    captions use a dozen. In a causal text tower pooled at the end token no position attends to a
+    later one, so the padding after the longest text cannot change any text's features: cutting it
+    gives the same vectors (to float rounding) for a fraction of the work. Other towers (SigLIP's,
+    HF ones) run as they are. The cut path is checked once per model against encode_text itself."""
+    used = int((tokens != 0).any(0).nonzero().max()) + 1 if tokens.numel() and (tokens != 0).any() else 0
+    if not _trimmable(model) or not 0 < used < tokens.shape[1]:
+        return model.encode_text(tokens, normalize=True)
+    agrees = _TRIM_CHECKED.get(model)
+    if agrees is None:  # first use: compare on two rows, fall back for good if they differ
+        full = model.encode_text(tokens[:2], normalize=True)
+        agrees = bool(torch.allclose(_encode_trimmed(model, tokens[:2], used), full, atol=1e-4))
+        _TRIM_CHECKED[model] = agrees
+    return _encode_trimmed(model, tokens, used) if agrees else model.encode_text(tokens, normalize=True)
+
+
+_COUNTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # tokenizer -> {text: token count}
+MAX_COUNTS = 100_000  # texts remembered per tokenizer
+
+
+def _token_counts(tokenizer) -> dict:
+    try:
+        return _COUNTS.setdefault(tokenizer, {})
+    except TypeError:  # a tokenizer that cannot be weakly referenced: count afresh each call
+        return {}
+
+
+def _count(tokenizer, text: str, counts: dict) -> int | None:
+    if text not in counts:
+        if len(counts) >= MAX_COUNTS:
+            counts.clear()
+        counts[text] = token_count(tokenizer, text)
+    return counts[text]
+
+
+def tokenize(tokenizer, texts: list[str], counts: dict | None = None) -> torch.Tensor:
+    """`tokenizer(texts)`, and each text's full token count into `counts`, tokenizing each text once.
+
+    open_clip's BPE tokenizer (without a reduction mask) is run as its own __call__ runs it, on the
+    ids its `encode` returns, so the count costs nothing; other tokenizers are called as they are
+    and their counts taken by `token_count` (a second pass)."""
+    if counts is None:
+        counts = {}
+    plain_bpe = hasattr(tokenizer, "encode") and hasattr(tokenizer, "sot_token_id") and \
+        getattr(tokenizer, "reduction_fn", None) is None and getattr(tokenizer, "context_length", None)
+    if not plain_bpe:
+        for t in texts:
+            _count(tokenizer, t, counts)
+        return tokenizer(texts)
+    ctx, sot, eot = tokenizer.context_length, tokenizer.sot_token_id, tokenizer.eot_token_id
+    out = torch.zeros(len(texts), ctx, dtype=torch.long)
+    for row, text in enumerate(texts):
+        ids = [sot] + tokenizer.encode(text) + [eot]
+        counts[text] = len(ids)
+        if len(ids) > ctx:  # open_clip truncates and ends the row with the end token
+            ids = ids[:ctx]
+            ids[-1] = eot
+        out[row, :len(ids)] = torch.tensor(ids)
+    return out
 
 
 def token_count(tokenizer, text: str) -> int | None:
@@ -172,6 +286,48 @@ def _image_list(images) -> tuple[list, bool]:
     if isinstance(images, np.ndarray):
         return (list(images) if images.ndim == 4 else [images]), False
     return list(images), False
+
+
+def _workers(n_items: int) -> int:
+    """Threads for reading images: one per usable core, at most 4, none for a handful of images."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if n_items < 8 or cores < 2 else min(4, cores)
+
+
+class _ahead:
+    """Run `fn` over `batches` one batch ahead of the consumer, on `workers` threads (per item of
+    a batch, or per batch with per_item=False); iterate to get each batch's results in order.
+    workers=0 runs everything lazily on the calling thread. Used as a context manager so that
+    an exception in the consumer cancels what is queued."""
+
+    def __init__(self, fn, batches, workers: int, per_item: bool = True):
+        self.fn, self.batches, self.per_item = fn, batches, per_item
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="clipspace-load") if workers > 0 else None
+
+    def _submit(self, batch):
+        if self.per_item:
+            return [self.pool.submit(self.fn, x) for x in batch]
+        return self.pool.submit(self.fn, batch)
+
+    def __iter__(self):
+        if self.pool is None:
+            for batch in self.batches:
+                yield [self.fn(x) for x in batch] if self.per_item else self.fn(batch)
+            return
+        queued = deque([self._submit(self.batches[0])] if self.batches else [])
+        for k in range(len(self.batches)):
+            if k + 1 < len(self.batches):  # the next batch starts while this one is consumed
+                queued.append(self._submit(self.batches[k + 1]))
+            head = queued.popleft()
+            yield [f.result() for f in head] if self.per_item else head.result()
+
+    def __enter__(self):
+        return iter(self)
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        return False
 
 
 def _dtype(clip) -> str:

@@ -39,6 +39,7 @@ def test_damaged_file_is_a_miss(store, rng, damage):
         payload = np.zeros(9, "<f4").tobytes()
         data = hashlib.sha256(payload).digest() + payload
     path.write_bytes(bytes(data))
+    cache.clear_memory()  # as a new process finds it (this one remembers the vector it wrote)
     assert store.get(key) is None
 
 
@@ -62,3 +63,19 @@ def test_digest_separates_parts_and_transform_repr_drops_addresses():
     assert digest("ab", "c") != digest("a", "bc")
     def f(): pass
     assert "0x" not in describe_transform([f]) and "function" in describe_transform([f])
+
+
+def test_memory_is_bounded_and_read_only(tmp_path, rng, monkeypatch):
+    monkeypatch.setattr(cache, "MEMORY_BYTES", 3 * 8 * 4)  # room for three vectors of 8 floats
+    cache.clear_memory()
+    store = VectorCache("space", dim=8, root=tmp_path)
+    vs = {f"{i:02d}" * 32: rng.standard_normal(8).astype(np.float32) for i in range(4)}
+    for k, v in vs.items():
+        store.put(k, v)
+    assert len(cache._MEMORY) == 3 and (store._folder, "00" * 32) not in cache._MEMORY  # oldest dropped
+    got = store.get("03" * 32)
+    assert np.array_equal(got, vs["03" * 32]) and not got.flags.writeable
+    assert np.array_equal(store.get("00" * 32), vs["00" * 32])  # from its file, then remembered again
+    other = VectorCache("space", dim=8, root=tmp_path / "elsewhere")
+    assert other.get("03" * 32) is None  # remembered per cache folder, never across
+    cache.clear_memory()

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from clipspace.cache import clear_memory
 from clipspace.embedding import Embeddings, encode_images, encode_texts
 from clipspace.images import BadImageError
 from conftest import build_random_clip
@@ -166,6 +167,7 @@ def test_damaged_cache_is_recomputed(tiny_clip, tmp_path, cache_dir):
     data = bytearray(files[1].read_bytes())
     data[-1] ^= 0x55  # garbled payload
     files[1].write_bytes(bytes(data))
+    clear_memory()  # a new process: this one still remembers the vectors it wrote
     with forward_calls(tiny_clip.model.visual) as calls:
         again = encode_images(tiny_clip, paths)
     # recomputed in a batch of 2 instead of 3: equal up to BLAS summation order
@@ -205,3 +207,66 @@ def test_progress_bar_only_for_long_work(tiny_clip, capsys):
     assert "embedding images" not in capsys.readouterr().err
     encode_images(tiny_clip, pictures(3), batch_size=1)
     assert "embedding images" in capsys.readouterr().err
+
+
+def test_tokenize_once_equals_open_clip(any_clip):
+    from clipspace.embedding import tokenize
+
+    ctx = any_clip.context_length
+    texts = ["a red circle", "", "a " * (ctx - 2), "a " * (ctx - 1), "word " * (3 * ctx), "Ünïcödé &amp; café"]
+    counts = {}
+    got = tokenize(any_clip.tokenizer, texts, counts)
+    assert torch.equal(got, any_clip.tokenizer(texts))  # same ids, truncation and end token as open_clip
+    long = (any_clip.tokenizer(texts, context_length=4 * ctx) != 0).sum(1).tolist()  # open_clip's own count
+    assert [counts[t] for t in texts] == long
+
+
+def test_threads_read_ahead_without_changing_results(tiny_clip, tmp_path):
+    ims = pictures(11, seed=3)
+    paths = save_all(tmp_path / "imgs", ims)
+    serial = encode_images(tiny_clip, paths, batch_size=4, workers=0, cache=False)
+    threaded = encode_images(tiny_clip, paths, batch_size=4, workers=3, cache=False)
+    assert np.array_equal(serial, threaded) and threaded.sources == paths
+    bad_files(tmp_path / "bad")
+    mixed = paths[:5] + [tmp_path / "bad" / "c_empty.jpg"] + paths[5:] + [tmp_path / "bad" / "b_text.png"]
+    with pytest.raises(BadImageError, match="c_empty.jpg: empty"):  # the first bad one in order, as serially
+        encode_images(tiny_clip, mixed, batch_size=4, workers=3, cache=False)
+    with pytest.warns(UserWarning, match="2 of 13"):
+        got = encode_images(tiny_clip, mixed, batch_size=4, workers=3, cache=False, strict=False)
+    assert np.array_equal(got, serial) and got.sources == paths
+
+
+def test_rerun_in_one_process_reads_no_files(tiny_clip, tmp_path, cache_dir):
+    paths = save_all(tmp_path / "imgs", pictures(3))
+    first = encode_images(tiny_clip, paths)
+    for f in cache_dir.rglob("*.f32"):
+        f.unlink()  # the vectors this process wrote are remembered, not re-read
+    with forward_calls(tiny_clip.model.visual) as calls:
+        assert np.array_equal(encode_images(tiny_clip, paths), first)
+    assert calls == []
+    clear_memory()  # a new process has only the files: gone, so it computes again
+    with forward_calls(tiny_clip.model.visual) as calls:
+        np.testing.assert_allclose(encode_images(tiny_clip, paths), first, atol=1e-6)
+    assert sum(calls) == 3
+
+
+def test_text_features_skip_padding_with_the_same_result(any_clip):
+    from clipspace.embedding import text_features
+
+    ctx = any_clip.context_length
+    tokens = any_clip.tokenizer(["a red circle", "two blue squares left of a green star", "", "dog"])
+    seen = []
+    handle = any_clip.model.transformer.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[1]))
+    try:
+        with torch.inference_mode():
+            got = text_features(any_clip.model, tokens)
+            full = any_clip.model.encode_text(tokens, normalize=True)
+            long = any_clip.tokenizer(["word " * ctx, "a cat"])  # one row fills the context: nothing to cut
+            got_long = text_features(any_clip.model, long)
+            full_long = any_clip.model.encode_text(long, normalize=True)
+    finally:
+        handle.remove()
+    used = int((tokens != 0).sum(1).max())
+    assert used < ctx and used in seen  # the tower ran on the used positions only
+    np.testing.assert_allclose(got.numpy(), full.numpy(), atol=2e-6)
+    np.testing.assert_allclose(got_long.numpy(), full_long.numpy(), atol=0)
