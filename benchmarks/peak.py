@@ -1,0 +1,72 @@
+"""The hardware's achievable peak, measured, and model FLOPs, counted (nanoGPT's MFU, for a CPU).
+
+Peak: the best of several large square torch.matmul calls, in float32 and bfloat16: what this
+machine's BLAS reaches on the most favourable kernel there is, so "share of peak" below is an upper
+bound on what a model could reach here, not the vendor's datasheet figure.
+FLOPs: counted by torch's own FlopCounterMode on one forward (a multiply-add is 2 FLOPs), so the
+figure covers the matmuls and convolutions of the real model, not a formula.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .harness import summarize
+
+
+def matmul_peak(n: int = 2048, repeat: int = 5, dtype=torch.float32) -> dict:
+    """GFLOP/s of an (n x n) @ (n x n) matmul: summary over `repeat` calls after one warm-up."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.matmul(a, b)
+    rates = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        torch.matmul(a, b)
+        rates.append(2 * n ** 3 / (time.perf_counter() - t0) / 1e9)
+    s = summarize(rates)
+    s["n"] = n
+    return s
+
+
+def forward_flops(fn, *args) -> int:
+    """FLOPs of one call of fn(*args), counted by torch.utils.flop_counter (multiply-add = 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    # nn.MultiheadAttention's inference fast path is one fused op the counter cannot see into:
+    # count the same maths on the ordinary path (it would miss the q/k/v and output projections)
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            fn(*args)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    return int(counter.get_total_flops())
+
+
+def image_flops(clip) -> int:
+    """FLOPs to embed one image with `clip`'s image tower at its input size."""
+    x = torch.zeros(1, 3, clip.image_size, clip.image_size)
+    return forward_flops(clip.model.encode_image, x)
+
+
+def text_flops(clip) -> int:
+    """FLOPs to embed one text (a full context of tokens: open_clip always runs the whole context)."""
+    tokens = clip.tokenizer(["a photo"])
+    return forward_flops(clip.model.encode_text, tokens)
+
+
+def run(quick: bool = False) -> dict:
+    n = 1024 if quick else 2048
+    rows = []
+    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        s = matmul_peak(n, 3 if quick else 7, dtype)
+        rows.append({"dtype": name, "size": f"{n}x{n}", "gflops": s, "best": s["max"]})
+    return {"title": "Hardware peak (measured matmul)", "status": "ok",
+            "notes": [f"torch.matmul of two {n}x{n} matrices, {torch.get_num_threads()} torch threads; "
+                      "'best' is the peak used as the denominator of every 'share of peak' figure below."],
+            "tables": [{"caption": "", "columns": [["dtype", "dtype"], ["size", "matrices"],
+                                                   ["gflops", "GFLOP/s"], ["best", "best GFLOP/s"]],
+                        "rows": rows}],
+            "peak_gflops": {r["dtype"]: r["best"] for r in rows}}
