@@ -10,6 +10,9 @@ traceback in an Output widget under the figure instead.
         fig.data[0].y = scores(slider.value)       # a library function; the widget only wires it
     slider.observe(on_change, names="value")
     display(figure_panel(fig, [slider], out, save=save_button(lambda: fig, "zero_shot_bars", out)))
+
+Use `FigureWidget` from here rather than plotly's: the same class without a race that can leave it
+empty in the browser (see its docstring).
 """
 from __future__ import annotations
 
@@ -19,8 +22,32 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import ipywidgets as widgets
+import plotly.graph_objects as go
 
 from .figures import FORMATS, figure_dir, save_figure
+
+
+class FigureWidget(go.FigureWidget):
+    """`plotly.graph_objects.FigureWidget` whose first message to the browser already holds its data.
+
+    plotly opens the widget's comm with empty `_widget_data`/`_widget_layout` and sends the figure
+    as updates right after. anywidget (plotly >= 6) applies updates only once the widget's 5 MB
+    script has loaded, while JupyterLab may draw the view as soon as the cell's output arrives: on a
+    slow or busy machine the view draws first and stays empty (blank axes, no title), since plotly's
+    view never redraws on a later `_widget_data`. Seen here with plotly 7.1, anywidget 0.11 and
+    JupyterLab 4.6 (tests/test_browser.py). Opening the comm after the figure is built removes the
+    race; updates afterwards (restyle, relayout) are unchanged.
+    """
+
+    def __init__(self, *args, **kwargs):
+        self._clipspace_defer_open = True
+        super().__init__(*args, **kwargs)
+        self._clipspace_defer_open = False
+        self.open()
+
+    def open(self):
+        if not getattr(self, "_clipspace_defer_open", False):
+            super().open()
 
 
 def error_output() -> widgets.Output:

@@ -100,3 +100,37 @@ def test_save_button_names_an_unsavable_figure(tmp_path, bad):
     button = save_button(lambda: bad, "x", directory=tmp_path)
     button.click()
     assert "cannot save" in _text(button.output)
+
+
+def _comm_open_states(monkeypatch):
+    """The state each new widget comm is opened with: what the browser's first message holds."""
+    import comm
+
+    opened = []
+    real = comm.create_comm
+
+    def recording(*args, **kwargs):
+        opened.append(kwargs.get("data", {}).get("state", {}))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(comm, "create_comm", recording)
+    return opened
+
+
+def test_figure_widget_opens_its_comm_with_the_figure(monkeypatch):
+    from clipspace.widgets import FigureWidget
+
+    opened = _comm_open_states(monkeypatch)
+    plain = go.FigureWidget(go.Bar(y=[1, 2, 3]), layout=dict(title="t"))
+    # plotly's own class opens the comm empty and sends the figure later: the race this class removes
+    assert opened[-1]["_widget_data"] == [] and opened[-1]["_widget_layout"] == {}
+    fig = FigureWidget(go.Bar(y=[1, 2, 3]), layout=dict(title="t"))
+    state = opened[-1]
+    assert [t["y"] for t in state["_widget_data"]] == [[1, 2, 3]]
+    assert state["_widget_layout"]["title"] == {"text": "t"}
+    assert isinstance(fig, go.FigureWidget) and fig.comm is not None and fig.model_id
+    assert fig._repr_mimebundle_()["application/vnd.jupyter.widget-view+json"]["model_id"] == fig.model_id
+    # and it updates in place like plotly's: a restyle after opening goes out as a message
+    with fig.batch_update():
+        fig.data[0].y = [3, 2, 1]
+    assert list(fig.data[0].y) == [3, 2, 1] and plain.comm is not None
