@@ -38,6 +38,7 @@ import plotly.graph_objects as go
 from PIL import Image
 
 from .projections import Projection, ProjectionCache, fit_projection
+from .widgets import FigureWidget
 
 IMAGE_TRACE, TEXT_TRACE, FIRST_KEY_TRACE = 0, 1, 2
 MAX_KEYS = 24  # legend entries for categorical colours; more categories share "+ n more"
@@ -257,7 +258,7 @@ class EmbeddingMap:
                              textfont=dict(size=12, color="black"), hovertemplate="text: %{text}<extra></extra>")
         keys = [go.Scattergl(x=[None], y=[None], mode="markers", visible=False, showlegend=True, hoverinfo="skip",
                              marker=dict(size=9, color=NEUTRAL), name="") for _ in range(MAX_KEYS)]
-        fig = go.FigureWidget([images, texts, *keys])
+        fig = FigureWidget([images, texts, *keys])  # opened with its data: no blank axes
         fig.update_layout(template="plotly_white", title=title or None, dragmode="lasso", uirevision="map",
                           height=600, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
                           legend=dict(itemsizing="constant"),
