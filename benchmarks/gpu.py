@@ -233,7 +233,7 @@ def load_last() -> dict | None:
 
 VIT_B32_GFLOPS = 8.82  # per 224 px image (the figure; the encode section counts its own)
 H100_BF16_TFLOPS = 989.0
-COMMAND = ".venv/bin/python -m benchmarks.run --only gpu   # on a machine with a CUDA GPU, from the repository root"
+COMMAND = ".venv/bin/python -m benchmarks.run --only gpu --out benchmarks/gpu-run"  # from the repository root
 
 
 def arithmetic() -> list[str]:
@@ -252,7 +252,7 @@ def arithmetic() -> list[str]:
 def run(quick: bool = False) -> dict:
     if not torch.cuda.is_available():
         last = load_last()
-        how = f"not measured here: torch sees no CUDA GPU in this run. To measure, run `{COMMAND}`"
+        how = f"torch sees no CUDA GPU in this run. To measure, run `{COMMAND}` on a machine with one"
         if last is None:
             sec = {"title": "GPU", "status": "not measured here",
                    "reason": f"{how}; the figures are then kept in benchmarks/{LAST_FILE.name} and shown by every "

@@ -179,7 +179,7 @@ def render_report(results: dict, findings: str = "") -> str:
     goals = goal_rows(results)
     if goals:
         out += ["## Goals", "", markdown_table([["section", "section"], ["figure", "figure"], ["goal", "goal"],
-                                                ["value", "measured (median)"], ["met", "met"], ["why", "note"]],
+                                                ["value", "measured (the figure named: a median ratio, or a p95)"], ["met", "met"], ["why", "note"]],
                                                goals), ""]
     for sec in results.get("sections", {}).values():
         out.append(render_section(sec))

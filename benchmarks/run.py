@@ -3,6 +3,7 @@
     python -m benchmarks.run            # everything, ~10-15 minutes on 2 CPU cores (`make bench`)
     python -m benchmarks.run --quick    # smoke sizes, a minute or two; writes to a temp folder
     python -m benchmarks.run --only encode latency
+    python -m benchmarks.run --render   # rewrite REPORT.md from results.json (after editing findings.md)
 
 Each section runs on its own; one that fails is reported as an error with its traceback's last
 line, and the others still run. `findings.md` (written by hand: what was profiled, what was fixed,
@@ -56,8 +57,18 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     ap.add_argument("--out", type=Path, help="folder for REPORT.md and results.json (default: benchmarks/, "
                                              "or a temp folder with --quick)")
+    ap.add_argument("--render", action="store_true", help="only rewrite REPORT.md from results.json and "
+                                                              "findings.md (after editing the findings)")
     args = ap.parse_args(argv)
     out = args.out or (Path(tempfile.mkdtemp(prefix="clipspace-bench-quick-")) if args.quick else HERE)
+    if args.render:
+        import json
+
+        results = json.loads((out / "results.json").read_text())
+        findings = (HERE / "findings.md").read_text() if (HERE / "findings.md").is_file() else ""
+        report.write_report(results, out, findings)
+        print(f"[bench] rewrote {out / 'REPORT.md'} from {out / 'results.json'}")
+        return 0
     sections = args.only or SECTIONS
 
     import torch
