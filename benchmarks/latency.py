@@ -211,8 +211,8 @@ def unclip_t(decoder, clip, steps: int = NOTEBOOK_STEPS, reinvert: bool = True):
         b = reconstruction(decoder, clip, target_image, steps=steps)[0] if reinvert else target
         return interpolation_view(decoder, lat, b, float(ts[i % len(ts)]), n=5, steps=steps)
 
-    what = ("as written: reconstruction() re-inverts and re-decodes the target on every change"
-            if reinvert else "the target's latents kept from the first call (the fix)")
+    what = ("reconstruction() re-inverts and re-decodes the target on every change (as before 524ac28)"
+            if reinvert else "the target's latents kept from the first call (as the notebook does since 524ac28)")
     return f"notebook 06 `on_interpolation`, {steps} steps, 6 frames; {what}", callback
 
 
