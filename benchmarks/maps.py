@@ -66,6 +66,19 @@ def run(quick: bool = False) -> dict:
                 cache.fit(make_projection("tsne", random_state=0), X)
                 t.append(time.perf_counter() - t0)
             rows.append({"method": "tsne", "points": sizes[0], "what": f"cached fit, from {where}", "seconds": summarize(t)})
+    # issue 6's budget: a map of 2,000 world scenes, embedding plus PCA, with the offline default
+    from clipspace import load_clip, world
+
+    clip, n_scenes = load_clip(), 200 if quick else 2000
+    pictures = [s.render(clip.image_size) for s in world.mixed_scenes(n_scenes)]
+    t = []
+    for _ in range(1 if quick else 3):
+        t0 = time.perf_counter()
+        make_projection("pca", random_state=0).fit(clip.encode_images(pictures, progress=False, cache=False))
+        t.append(time.perf_counter() - t0)
+    data[f"world-map-{n_scenes}"] = t
+    rows.append({"method": "pca", "points": n_scenes, "what": "world scenes: embed (offline default) + fit, budget < 10 s",
+                 "seconds": summarize(t)})
     return {"title": "Maps: projection fitting", "status": "ok",
             "notes": ["random unit vectors of dimension 128; scikit-learn PCA (randomized solver off: exact SVD), "
                       "umap-learn with a seed (single-threaded by design) and the exact kNN graph, scikit-learn "
