@@ -97,10 +97,14 @@ def curve(checkpoint_dir: Path, n: int = 200) -> list[dict]:
     return rows
 
 
-def _table(rows: list[dict]) -> str:
+def markdown_table(rows: list[dict]) -> str:
+    """Rows of dicts as a Markdown table (floats to 3 places), for the model cards."""
+    if not rows:
+        return "(not measured)"
     keys = list(rows[0])
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
     out = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    out += ["| " + " | ".join(f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in keys) + " |" for r in rows]
+    out += ["| " + " | ".join(fmt(r.get(k, "")) for k in keys) + " |" for r in rows]
     return "\n".join(out)
 
 
@@ -183,8 +187,8 @@ def write_card(path: Path, final: dict, final_fp32: dict | None, curve_rows: lis
         config=json.dumps(cfg, indent=2), params=n_params / 1e6,
         token_share=model.token_embedding.weight.numel() / n_params,
         size_mb=weights.stat().st_size / 1e6 if weights.exists() else float("nan"),
-        command=command, train_summary=summary, final_table=_table(rows),
-        curve_n=curve_n, curve_table=_table(curve_rows) if curve_rows else "(not measured)", history=history))
+        command=command, train_summary=summary, final_table=markdown_table(rows),
+        curve_n=curve_n, curve_table=markdown_table(curve_rows), history=history))
 
 
 def main(argv=None) -> None:
@@ -217,7 +221,7 @@ def main(argv=None) -> None:
         (a.ship / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
         write_card(a.ship / "MODEL_CARD.md", result["final"], result.get("final_fp32"), result.get("curve", []),
                    Path(a.weights), a.history, a.curve_n)
-    print("\n" + _table([{"probe": k, "value": v, "target": TARGETS.get(k, "report")}
+    print("\n" + markdown_table([{"probe": k, "value": v, "target": TARGETS.get(k, "report")}
                          for k, v in result["final"].items()]))
 
 

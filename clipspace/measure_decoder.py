@@ -20,6 +20,7 @@ import torch
 
 from . import world
 from .clip import ClipModel, load_clip
+from .measure_clip import markdown_table
 from .decoder import PixelDecoder, load_decoder
 from .unclip import decode, invert, psnr, random_noise, text_direction, text_diff, variations
 from .zero_shot import WORLD_TEMPLATES, build_classifier
@@ -139,15 +140,6 @@ def curve(decoder_dir: Path, clip: ClipModel, n: int = 24) -> list[dict]:
     return rows
 
 
-def _table(rows: list[dict]) -> str:
-    if not rows:
-        return "(not measured)"
-    cols = list(rows[0])
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
-    return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-                     + ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows])
-
-
 CARD = """# decoder-tiny: the offline unCLIP decoder
 
 A pixel-space diffusion decoder (diffusers `UNet2DConditionModel`, `class_embed_type="projection"`,
@@ -220,8 +212,8 @@ def write_card(path: Path, final: dict, curve_rows: list[dict], train_dir: Path,
     path.write_text(CARD.format(
         config=json.dumps(cfg, indent=2), params=n_params / 1e6, size_mb=weights.stat().st_size / 1e6,
         command=command, train_summary=summary, n=n, steps=steps, guidance=guidance,
-        threads=final.get("torch_threads", "?"), final_table=_table(rows), curve_n=curve_n,
-        curve_table=_table(curve_rows), shortfalls=short_text, measure_minutes=measure_minutes))
+        threads=final.get("torch_threads", "?"), final_table=markdown_table(rows), curve_n=curve_n,
+        curve_table=markdown_table(curve_rows), shortfalls=short_text, measure_minutes=measure_minutes))
 
 
 def main(argv=None) -> None:
@@ -262,7 +254,7 @@ def main(argv=None) -> None:
         (a.ship / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
         write_card(a.ship / "MODEL_CARD.md", result["final"], result.get("curve", []), a.weights, a.n, a.steps,
                    float(decoder.config.get("guidance", 1.0)), result["measure_seconds"] / 60, a.curve_n)
-    print("\n" + _table([{"measure": k, "value": v, "target": TARGETS.get(k, "report")}
+    print("\n" + markdown_table([{"measure": k, "value": v, "target": TARGETS.get(k, "report")}
                          for k, v in result["final"].items()]))
 
 

@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .. import world
+from . import start_run
 from ..clip import CONFIG_DIR, DEFAULT_MODEL  # registers the shipped configs with open_clip
 
 log = logging.getLogger("clipspace.train.clip")
@@ -135,12 +136,7 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", type=Path, required=True, help="directory for weights, config and logs")
     a = p.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    a.out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
-                        handlers=[logging.FileHandler(a.out / "train.log"), logging.StreamHandler()])
-    (a.out / "train_args.json").write_text(json.dumps({k: str(v) for k, v in vars(a).items()}, indent=2))
+    start_run(a)
     log.info("training %s for %d steps of %d on %s", a.model, a.steps, a.batch_size, a.device)
     train(a.model, a.steps, a.batch_size, a.lr, a.weight_decay, a.warmup, a.seed, a.out, a.checkpoint_every,
           not a.no_bf16, a.device)

@@ -28,6 +28,7 @@ from diffusers import DDPMScheduler
 from tqdm.auto import tqdm
 
 from .. import world
+from . import start_run
 from ..decoder import DEFAULT_DECODER, PixelDecoder, build_decoder, save_decoder
 from .clip import lr_at, scenes_to_tensor
 
@@ -200,12 +201,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, required=True, help="directory for weights, config, logs and checkpoints")
     p.add_argument("--export-fp16", type=Path, default=None, help="also write an fp16 copy here when done")
     a = p.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    a.out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
-                        handlers=[logging.FileHandler(a.out / "train.log"), logging.StreamHandler()])
-    (a.out / "train_args.json").write_text(json.dumps({k: str(v) for k, v in vars(a).items()}, indent=2))
+    start_run(a)
     from ..clip import load_clip
 
     clip = load_clip(None if a.clip == "default" else a.clip, pretrained=a.clip_pretrained)
