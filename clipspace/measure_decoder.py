@@ -158,12 +158,12 @@ Load it with `clipspace.load_decoder(clip=load_clip())`. Everything below was me
 
 ## Data and training
 
-Each step renders 64 fresh `world.random_scene`s (the CLIP's training mixture: 1 to 3 objects,
-relations, counts, written words), at 32 px as the target and at 64 px for the frozen CLIP. z_i is
-zeroed for 10% of each batch (classifier-free guidance), v-prediction on a cosine schedule, AdamW,
-EMA of the weights (decay 0.999), bf16 autocast on the CPU.
+Batches of `world.random_scene`s (the CLIP's training mixture: 1 to 3 objects, relations, counts,
+written words), at 32 px as the target and at 64 px for the frozen CLIP. z_i is zeroed for 10% of
+each batch (classifier-free guidance), v-prediction on a cosine schedule, AdamW, EMA of the weights
+(decay 0.999), bf16 autocast on the CPU. {data}
 
-    {command}
+{command}
 
 {train_summary}
 
@@ -185,16 +185,37 @@ Judged by the default CLIP, zero-shot. The round trip inverts and decodes with g
 """
 
 
+def _training_runs(train_dir: Path) -> list[dict]:
+    """train_args.json of a run and of the runs it continued (--init), first run first."""
+    args = json.loads((Path(train_dir) / "train_args.json").read_text())
+    init = args.get("init")
+    return (_training_runs(Path(init)) if init and init != "None" else []) + [args]
+
+
+def _train_command(a: dict) -> str:
+    extra = "".join(f" --{k} {a[k]}" for k in ("pool", "init") if a.get(k) not in (None, "None", "0", 0))
+    return (f"python -m clipspace.train decoder --clip default --steps {a['steps']} --batch-size {a['batch_size']} "
+            f"--lr {a['lr']} --warmup {a['warmup']} --seed {a['seed']} --checkpoint-every {a['checkpoint_every']}"
+            f"{extra} --out {a['out']}")
+
+
 def write_card(path: Path, final: dict, curve_rows: list[dict], train_dir: Path, n: int, steps: int,
                guidance: float, measure_minutes: float, curve_n: int = 24) -> None:
     dec = load_decoder(path.parent)
     cfg = dec.config
     n_params = sum(p.numel() for p in dec.unet.parameters())
-    args = json.loads((train_dir / "train_args.json").read_text())
+    runs = _training_runs(train_dir)
+    args = runs[-1]
     hist = [json.loads(line) for line in (train_dir / "history.jsonl").read_text().splitlines() if line]
-    command = (f"python -m clipspace.train decoder --clip default --steps {args['steps']} --batch-size "
-               f"{args['batch_size']} --lr {args['lr']} --warmup {args['warmup']} --seed {args['seed']} "
-               f"--checkpoint-every {args['checkpoint_every']} --out runs/decoder")
+    command = "\n".join("    " + _train_command(a) for a in runs)
+    pooled = [a for a in runs if int(a.get("pool", 0) or 0)]
+    data = ("Each step rendered fresh scenes." if not pooled else
+            f"The runs marked --pool drew their batches from that many scenes rendered and embedded once "
+            f"(the frozen CLIP's forward was a quarter of a step); the others rendered fresh scenes every step."
+            if len(pooled) < len(runs) else "Batches come from --pool scenes rendered and embedded once.")
+    if len(runs) > 1:
+        data += " The training ran as " + " then ".join(f"{a['steps']} steps" for a in runs) + \
+                " (--init continues the run before: same weights, its average, its step count)."
     summary = (f"{hist[-1]['step']} steps of {args['batch_size']} in {hist[-1]['seconds'] / 60:.1f} minutes on 2 CPU "
                f"cores shared with other work; final held-out loss {hist[-1].get('val_loss', float('nan')):.4f}.")
     rows = [{"measure": k, "value": v, "target": TARGETS.get(k, "report")} for k, v in final.items()]
@@ -211,7 +232,7 @@ def write_card(path: Path, final: dict, curve_rows: list[dict], train_dir: Path,
     weights = path.parent / "decoder.safetensors"
     path.write_text(CARD.format(
         config=json.dumps(cfg, indent=2), params=n_params / 1e6, size_mb=weights.stat().st_size / 1e6,
-        command=command, train_summary=summary, n=n, steps=steps, guidance=guidance,
+        command=command, data=data, train_summary=summary, n=n, steps=steps, guidance=guidance,
         threads=final.get("torch_threads", "?"), final_table=markdown_table(rows), curve_n=curve_n,
         curve_table=markdown_table(curve_rows), shortfalls=short_text, measure_minutes=measure_minutes))
 

@@ -6,6 +6,7 @@ import open_clip
 import pytest
 import torch
 
+from clipspace import world
 from clipspace import decoder as decoder_mod
 from clipspace.decoder import (DecoderMismatchError, DecoderNotFoundError, PixelDecoder, build_decoder,
                                classifier_free_guidance, get_decoder_config, load_decoder, save_decoder)
@@ -115,3 +116,33 @@ def test_trainer_loss_falls(tiny_clip):
     _, hist = train(tiny_clip, tiny_config(), steps=30, batch_size=8, lr=3e-3, warmup=1, seed=0, progress=False)
     first, last = np.mean([h["loss"] for h in hist[:5]]), np.mean([h["loss"] for h in hist[-5:]])
     assert last < 0.8 * first
+
+
+def test_a_continued_run_starts_from_the_first_and_counts_on(tmp_path, tiny_clip):
+    from clipspace.train.decoder import train
+
+    kw = dict(batch_size=6, warmup=1, checkpoint_every=2, progress=False)
+    first, _ = train(tiny_clip, tiny_config(), steps=2, seed=3, out=tmp_path / "a", **kw)
+    # Zero steps of a continuation would be the first run itself: the weights it starts from.
+    cont, hist = train(tiny_clip, steps=2, seed=3, out=tmp_path / "b", init=tmp_path / "a", pool=16, **kw)
+    assert [h["step"] for h in hist] == [1, 2, 3, 4]  # the first run's history, then its own steps
+    assert hist[2]["seconds"] >= hist[1]["seconds"]
+    assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["step000002"]
+    cfg = json.loads((tmp_path / "b" / "decoder_config.json").read_text())
+    assert cfg["trained_steps"] == 4 and cfg["continued_from"] == str(tmp_path / "a")
+    x, z = torch.randn(1, *first.latent_shape), torch.randn(1, first.embed_dim)
+    start = load_decoder(tmp_path / "b" / "checkpoints" / "step000002")
+    torch.testing.assert_close(start.predict(x, 5, z), first.predict(x, 5, z))  # the first run, copied
+    assert (load_decoder(tmp_path / "b").predict(x, 5, z) - first.predict(x, 5, z)).abs().max() > 0
+
+
+def test_scene_pool_pairs_each_image_with_its_embedding(tiny_clip):
+    from clipspace.train.decoder import ScenePool, clip_embeddings
+
+    rng = np.random.default_rng(0)
+    pool = ScenePool(tiny_clip, 10, 32, rng, chunk=4)  # chunks: the last one is short
+    assert len(pool) == 10 and pool.pixels.dtype == torch.uint8 and pool.pixels.shape == (10, 3, 32, 32)
+    scenes = [world.random_scene(np.random.default_rng(0)) for _ in range(1)]
+    x, z = pool.batch(np.random.default_rng(1), 5)
+    assert x.shape == (5, 3, 32, 32) and float(x.min()) >= -1 and float(x.max()) <= 1
+    torch.testing.assert_close(pool.z[:1], clip_embeddings(tiny_clip, scenes), atol=1e-5, rtol=0)

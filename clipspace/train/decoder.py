@@ -6,6 +6,11 @@ comes from the frozen CLIP under inference_mode, is zeroed for 10% of the batch 
 also the unconditional model for classifier-free guidance), and the UNet learns diffusers' DDPM
 objective (v-prediction by default) on the decoder config's noise schedule.
 
+`--pool N` renders and embeds N scenes once and draws every batch from them: the frozen CLIP's
+forward was a quarter of each step's time. `--init DIR` continues a finished run (its weights become
+the model and its average; steps, checkpoints and history carry on from its own), so a longer run
+can be built from shorter background ones.
+
 Shortcuts, frankly: data is rendered in the main process (~0.4 ms a scene for both sizes); the
 forward and backward run under bfloat16 autocast on the CPU (measured ~1.7x faster for this UNet,
 master weights stay fp32); the weights written are an EMA of the trained ones (what diffusion
@@ -104,14 +109,64 @@ class HeldOut:
         grid.resize((n * s * 2, 4 * s), Image.Resampling.NEAREST).save(path)
 
 
+class ScenePool:
+    """N scenes rendered at the decoder's size (uint8) with their CLIP embeddings, computed once."""
+
+    def __init__(self, clip, n: int, image_size: int, rng: np.random.Generator, chunk: int = 256):
+        pixels, zs = [], []
+        for i in range(0, n, chunk):
+            scenes = [world.random_scene(rng) for _ in range(min(chunk, n - i))]
+            pixels.append(np.stack([np.asarray(s.render(image_size)) for s in scenes]))
+            zs.append(clip_embeddings(clip, scenes))
+        self.pixels = torch.from_numpy(np.concatenate(pixels)).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W) uint8
+        self.z = torch.cat(zs)
+
+    def __len__(self) -> int:
+        return len(self.z)
+
+    def batch(self, rng: np.random.Generator, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.from_numpy(rng.integers(0, len(self), size))
+        return self.pixels[idx].float() / 127.5 - 1.0, self.z[idx].clone()
+
+
+def _continue_from(init: Path, out: Path | None) -> tuple[int, float, list[dict]]:
+    """Where a run to be continued ended (steps, seconds) and its history; its checkpoints are
+    copied into `out` so one curve covers the whole training."""
+    import shutil
+
+    cfg = json.loads((init / "decoder_config.json").read_text())
+    hist_file = init / "history.jsonl"
+    history = [json.loads(line) for line in hist_file.read_text().splitlines() if line] if hist_file.exists() else []
+    if out is not None and (init / "checkpoints").is_dir():
+        for ckpt in sorted((init / "checkpoints").glob("step*")):
+            shutil.copytree(ckpt, out / "checkpoints" / ckpt.name, dirs_exist_ok=True)
+    steps = int(cfg.get("trained_steps", history[-1]["step"] if history else 0))
+    if out is not None and steps and not (out / "checkpoints" / f"step{steps:06d}").exists():
+        shutil.copytree(init, out / "checkpoints" / f"step{steps:06d}",
+                        ignore=shutil.ignore_patterns("checkpoints", "*.log", "*.jsonl", "*.json.tmp"))
+    return steps, float(history[-1]["seconds"]) if history else 0.0, history
+
+
 def train(clip, config: str | dict = DEFAULT_DECODER, steps: int = 12000, batch_size: int = 64, lr: float = 5e-4,
           warmup: int = 500, seed: int = 0, out: Path | None = None, checkpoint_every: int = 0,
           bf16: bool = True, device: str = "cpu", ema_decay: float = 0.999, clip_name: str | None = None,
-          progress: bool = True, grad_clip: float = 1.0) -> tuple[PixelDecoder, list[dict]]:
-    """Train a decoder from `config` on `clip`'s embeddings; returns (decoder with EMA weights, history)."""
+          progress: bool = True, grad_clip: float = 1.0, pool: int = 0,
+          init: Path | None = None) -> tuple[PixelDecoder, list[dict]]:
+    """Train a decoder from `config` (or continue the run in `init`) on `clip`'s embeddings;
+    returns (decoder with EMA weights, history). `steps` counts this call's steps."""
     torch.manual_seed(seed)
     dev = torch.device(device)
-    decoder = build_decoder(config)
+    start, seconds0, history = 0, 0.0, []
+    if init is not None:
+        from ..decoder import load_decoder
+
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+        start, seconds0, history = _continue_from(Path(init), out)
+        decoder = load_decoder(init)
+        decoder.config = {k: v for k, v in decoder.config.items() if k not in ("trained_steps", "clip_weights_id")}
+    else:
+        decoder = build_decoder(config)
     # The name load_decoder checks: given, else the CLIP's (a checkpoint directory keeps the config's).
     decoder.config["clip_model"] = clip_name or (decoder.config["clip_model"] if Path(str(clip.name)).exists()
                                                  else str(clip.name))
@@ -125,17 +180,25 @@ def train(clip, config: str | dict = DEFAULT_DECODER, steps: int = 12000, batch_
     p_drop = float(decoder.config.get("embedding_dropout", 0.1))
     size = decoder.image_size
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=0.0)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed + start)  # a continued run draws other scenes than its first part
     held_out = HeldOut(clip, size, sched) if out is not None else None
-    history: list[dict] = []
+    scene_pool = None
+    if pool:
+        t_pool = time.perf_counter()
+        scene_pool = ScenePool(clip, pool, size, rng)
+        log.info("pool of %d scenes rendered and embedded in %.1f s", pool, time.perf_counter() - t_pool)
     t0 = time.perf_counter()
     bar = tqdm(range(steps), disable=not progress, desc="decoder", mininterval=5)
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, lr, warmup)
-        scenes = [world.random_scene(rng) for _ in range(batch_size)]
-        x0 = scenes_to_pixels(scenes, size).to(dev)
-        z = clip_embeddings(clip, scenes).to(dev)
+        if scene_pool is not None:
+            x0, z = scene_pool.batch(rng, batch_size)
+            x0, z = x0.to(dev), z.to(dev)
+        else:
+            scenes = [world.random_scene(rng) for _ in range(batch_size)]
+            x0 = scenes_to_pixels(scenes, size).to(dev)
+            z = clip_embeddings(clip, scenes).to(dev)
         z[torch.rand(batch_size) < p_drop] = 0.0  # classifier-free guidance: learn p(x) too
         noise = torch.randn_like(x0)
         t = torch.randint(0, sched.config.num_train_timesteps, (batch_size,), device=dev)
@@ -148,20 +211,22 @@ def train(clip, config: str | dict = DEFAULT_DECODER, steps: int = 12000, batch_
         if grad_clip:
             torch.nn.utils.clip_grad_norm_(unet.parameters(), grad_clip)
         opt.step()
-        ema_update(ema, unet, min(ema_decay, (1 + step) / (10 + step)))  # short warm-up of the average
-        rec = {"step": step + 1, "loss": round(loss.item(), 5), "seconds": round(time.perf_counter() - t0, 1)}
+        gstep = start + step + 1  # counted over the whole training, continued runs included
+        ema_update(ema, unet, min(ema_decay, gstep / (9 + gstep)))  # short warm-up of the average
+        rec = {"step": gstep, "loss": round(loss.item(), 5),
+               "seconds": round(seconds0 + time.perf_counter() - t0, 1)}
         history.append(rec)
         bar.set_postfix(loss=rec["loss"])
         last = step + 1 == steps
-        if out is not None and ((checkpoint_every and (step + 1) % checkpoint_every == 0) or last):
+        if out is not None and ((checkpoint_every and gstep % checkpoint_every == 0) or last):
             rec["val_loss"] = round(held_out.loss(ema), 5)
-            ckpt = out if last else out / "checkpoints" / f"step{step + 1:06d}"
+            ckpt = out if last else out / "checkpoints" / f"step{gstep:06d}"
             snapshot = PixelDecoder(ema, decoder.config)
-            save_decoder(snapshot, ckpt, extra={"trained_steps": step + 1})
+            save_decoder(snapshot, ckpt, extra={"trained_steps": gstep, **({"continued_from": str(init)} if init else {})})
             held_out.preview(snapshot, ckpt / "preview.png")
             (out / "history.jsonl").write_text("\n".join(json.dumps(h) for h in history) + "\n")
             log.info(json.dumps(rec))
-        elif (step + 1) % 50 == 0 or step == 0:
+        elif gstep % 50 == 0 or step == 0:
             log.info(json.dumps(rec))
     decoder.unet = ema.float()
     return decoder, history
@@ -200,6 +265,10 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", type=Path, required=True, help="directory for weights, config, logs and checkpoints")
     p.add_argument("--export-fp16", type=Path, default=None, help="also write an fp16 copy here when done")
+    p.add_argument("--pool", type=int, default=0,
+                   help="render and embed this many scenes once and draw batches from them (0: fresh scenes every step)")
+    p.add_argument("--init", type=Path, default=None,
+                   help="continue this finished run's decoder directory (its config wins over --config)")
     a = p.parse_args(argv)
     start_run(a)
     from ..clip import load_clip
@@ -209,7 +278,7 @@ def main(argv=None) -> None:
     log.info("training decoder %s on %s (%d-d) for %d steps of %d on %s", a.config, clip.name, clip.embed_dim,
              a.steps, a.batch_size, a.device)
     train(clip, a.config, a.steps, a.batch_size, a.lr, a.warmup, a.seed, a.out, a.checkpoint_every,
-          not a.no_bf16, a.device, a.ema_decay, a.clip_name)
+          not a.no_bf16, a.device, a.ema_decay, a.clip_name, pool=a.pool, init=a.init)
     if a.export_fp16:
         export_fp16(a.out, a.export_fp16)
         log.info("fp16 copy in %s", a.export_fp16)
