@@ -12,6 +12,8 @@ import traceback
 
 import numpy as np
 
+from clipspace.widgets import callback_threads, torch_threads
+
 from . import subjects
 from .harness import goal_check, latency, summarize
 
@@ -236,7 +238,9 @@ def run(quick: bool = False) -> dict:
     clip, clip_note = subjects.offline_clip()
     notes = [f"model: {clip_note}", "p50/p95 over a new widget value per call, after 2 untimed calls; budget: "
              f"{EMBED_BUDGET_S * 1e3:.0f} ms for embedding-only controls, {FRAME_BUDGET_S:.0f} s for a decoder frame "
-             "(goal: p95 within it; a decoder view showing n frames is held to n x 1 s, its per-frame p95)."]
+             "(goal: p95 within it; a decoder view showing n frames is held to n x 1 s, its per-frame p95).",
+             f"callbacks run with {callback_threads()} torch thread(s), as clipspace.widgets.guarded runs them "
+             "(every core but one, left to the front end)"]
     n_fast, n_slow = (5, 3) if quick else (30, 10)
     controls = [  # (notebook control, module, names needed, factory, budget, model)
         ("zero-shot: class list", "zero_shot", ("zero_shot",), lambda: zero_shot_classes(clip), EMBED_BUDGET_S, "offline"),
@@ -285,7 +289,8 @@ def run(quick: bool = False) -> dict:
             if model == "decoder":  # a view decodes several frames: the budget is per frame
                 shown = callback(0)
                 frames = len(shown.images) if hasattr(shown, "images") else len(shown)
-            samples = latency(callback, n=n, warmup=1 if model == "decoder" else 2)
+            with torch_threads(callback_threads()):  # as the notebooks' guarded callbacks run
+                samples = latency(callback, n=n, warmup=1 if model == "decoder" else 2)
         except Exception as e:  # one broken control must not sink the others
             row.update(status="error", setup=f"{type(e).__name__}: {e}"[:300])
             data[name] = {"error": traceback.format_exc()[-2000:]}

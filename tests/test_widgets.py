@@ -134,3 +134,43 @@ def test_figure_widget_opens_its_comm_with_the_figure(monkeypatch):
     with fig.batch_update():
         fig.data[0].y = [3, 2, 1]
     assert list(fig.data[0].y) == [3, 2, 1] and plain.comm is not None
+
+
+def test_guarded_callbacks_leave_a_core_to_the_front_end_and_restore_torch_threads(monkeypatch):
+    import os
+
+    import torch
+
+    from clipspace.widgets import callback_threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+        assert callback_threads() == 2  # 3 cores: one left to the front end
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+        assert callback_threads() == 1  # never zero
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+        assert callback_threads() == 4  # never more than torch was given
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+        seen = []
+        out = error_output()
+
+        @guarded(out)
+        def cb(fail):
+            seen.append(torch.get_num_threads())
+            if fail:
+                raise RuntimeError("boom")
+
+        cb(False)
+        cb(True)
+        assert seen == [1, 1] and torch.get_num_threads() == 4  # restored after success and error
+
+        @guarded(out, threads=None)
+        def untouched():
+            seen.append(torch.get_num_threads())
+
+        untouched()
+        assert seen[-1] == 4
+    finally:
+        torch.set_num_threads(before)
