@@ -195,7 +195,7 @@ def run(quick: bool = False, peak_gflops: dict | None = None) -> dict:
               "captions, batch size 256. Ratios > 1: clipspace faster. The 'before fix' rows time the code as it "
               "was before the fixes in the findings below, in the same rounds."]
     plan = [  # (label, clip, n images, n texts, repeats)
-        ("clipspace-tiny", tiny, 64 if quick else 512, 64 if quick else 1024, 2 if quick else 5),
+        ("clipspace-tiny", tiny, 64 if quick else 512, 64 if quick else 512, 2 if quick else 5),
         (subjects.RANDOM_ARCH, vit, 4 if quick else 32, 8 if quick else 48, 2 if quick else 3),
     ]
     with tempfile.TemporaryDirectory(prefix="clipspace-bench-") as d:
