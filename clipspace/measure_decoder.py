@@ -226,9 +226,9 @@ def write_card(path: Path, final: dict, curve_rows: list[dict], train_dir: Path,
             short.append(f"- {k}: {v:.3f} against {t}.")
     short_text = "\n".join(short) or "Every target is met."
     if short:
-        short_text += ("\n\nThe curve above says where more training goes. The issue's prototype notes expect "
-                       "10-20k steps at batch 64-128 for clean samples from noise; that is a GPU's minutes or a "
-                       "longer background CPU run (`--steps 15000`, about 3 hours here).")
+        short_text += ("\n\nThe curve above says where more training goes. A run continues with `--init` (its "
+                       "weights, average and step count), so a GPU or a longer background CPU run can pick up "
+                       "where this one stopped.")
     weights = path.parent / "decoder.safetensors"
     path.write_text(CARD.format(
         config=json.dumps(cfg, indent=2), params=n_params / 1e6, size_mb=weights.stat().st_size / 1e6,
