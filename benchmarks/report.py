@@ -51,8 +51,10 @@ def machine_info() -> dict:
     import psutil
     import torch
 
+    from clipspace.embedding import usable_cores
+
     info = {"cpu_model": cpu_model(), "cpu_flags": cpu_flags(), "logical_cores": os.cpu_count(),
-            "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "usable_cores": usable_cores(),
             "memory_gib": round(psutil.virtual_memory().total / 2 ** 30, 1),
             "platform": platform.platform(), "torch_threads": torch.get_num_threads(),
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,

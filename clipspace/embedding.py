@@ -288,9 +288,14 @@ def _image_list(images) -> tuple[list, bool]:
     return list(images), False
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask, which a container or taskset narrows)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _workers(n_items: int) -> int:
     """Threads for reading images: one per usable core, at most 4, none for a handful of images."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     return 0 if n_items < 8 or cores < 2 else min(4, cores)
 
 

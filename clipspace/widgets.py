@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import traceback
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -72,8 +71,9 @@ def callback_threads() -> int:
     """
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(torch.get_num_threads(), cores - 1))
+    from .embedding import usable_cores
+
+    return max(1, min(torch.get_num_threads(), usable_cores() - 1))
 
 
 @contextlib.contextmanager
