@@ -42,6 +42,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _seconds(fn, device: torch.device, repeat: int) -> list[float]:
+    """Wall seconds of `repeat` calls of fn() after one untimed call, the device synchronised around each."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 def vit_tensor_throughput(device, batch: int = 512, iters: int = 10, repeat: int = 5, arch: str = subjects.RANDOM_ARCH,
                           dtype=torch.bfloat16) -> dict:
     """images/s of the image tower on preprocessed (random) tensors; summary over `repeat` timings of `iters` batches."""
@@ -116,46 +129,17 @@ def files_throughput(device, n: int = 512, repeat: int = 3, workers: int = 8) ->
         out = {}
         for name, fn in (("clipspace encode_images", lambda: clip.encode_images(paths, cache=False, progress=False)),
                          (f"DataLoader, {workers} workers", dataloader)):
-            fn()
-            t = []
-            for _ in range(repeat):
-                _sync(device)
-                t0 = time.perf_counter()
-                fn()
-                _sync(device)
-                t.append(time.perf_counter() - t0)
-            out[name] = summarize([n / s for s in t])
+            out[name] = summarize([n / s for s in _seconds(fn, device, repeat)])
     return out
 
 
 def tiny_stable_unclip(device, embed_dim: int = 128, seed: int = 0):
-    """A StableUnclipDecoder over tiny, randomly initialised components (as diffusers' fast tests build them)."""
-    from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableUnCLIPImg2ImgPipeline, UNet2DConditionModel
-    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    """A StableUnclipDecoder over tiny, randomly initialised components (the tests' own)."""
+    from diffusers import StableUnCLIPImg2ImgPipeline
 
-    from clipspace.stable_unclip import StableUnclipDecoder
+    from clipspace.stable_unclip import StableUnclipDecoder, tiny_components
 
-    torch.manual_seed(seed)
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, **{c + "</w>": i + 2 for i, c in enumerate("abcdefgh")}}
-    pipe = StableUnCLIPImg2ImgPipeline(
-        feature_extractor=None, image_encoder=None,
-        image_normalizer=StableUnCLIPImageNormalizer(embedding_dim=embed_dim),
-        image_noising_scheduler=DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
-        tokenizer=CLIPTokenizer(vocab=vocab, merges=[], model_max_length=8),
-        text_encoder=CLIPTextModel(CLIPTextConfig(
-            vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-            max_position_embeddings=8, bos_token_id=0, eos_token_id=1, pad_token_id=1)),
-        unet=UNet2DConditionModel(
-            sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32, attention_head_dim=(2, 4), use_linear_projection=True, norm_num_groups=8,
-            class_embed_type="projection", projection_class_embeddings_input_dim=2 * embed_dim),
-        scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-                                prediction_type="v_prediction", set_alpha_to_one=False, steps_offset=1),
-        vae=AutoencoderKL(block_out_channels=[16, 32], in_channels=3, out_channels=3, latent_channels=4,
-                          norm_num_groups=8, scaling_factor=5.0,
-                          down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2))
+    pipe = StableUnCLIPImg2ImgPipeline(feature_extractor=None, image_encoder=None, **tiny_components(embed_dim, seed=seed))
     pipe.to(torch.device(device))
     return StableUnclipDecoder(pipe, clip_name="clipspace-tiny")
 
@@ -176,15 +160,7 @@ def stable_unclip_roundtrip(device, steps: int = 50, repeat: int = 5) -> dict:
         lat = invert(dec, clip, [image], steps=steps)
         return decode(dec, lat.z, lat.x_T, steps=steps, output="pt")
 
-    roundtrip()
-    t = []
-    for _ in range(repeat):
-        _sync(device)
-        t0 = time.perf_counter()
-        roundtrip()
-        _sync(device)
-        t.append(time.perf_counter() - t0)
-    return summarize(t)
+    return summarize(_seconds(roundtrip, device, repeat))
 
 
 def measure(device, quick: bool = False) -> dict:

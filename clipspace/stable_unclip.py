@@ -163,3 +163,40 @@ class StableUnclipDecoder:
                 f"Stable unCLIP here pairs with {self.clip_name!r}, but the CLIP given is {clip.name!r}; load "
                 f"load_clip({self.clip_name!r}, pretrained=...) or, if it is that model under another name, "
                 f"pass clip_name={clip.name!r} when building the decoder")
+
+
+def tiny_components(embed_dim: int = 128, proj_dim: int | None = None, seed: int = 0) -> dict:
+    """StableUnCLIPImg2ImgPipeline components at toy size (8x8 latents, 16-32 channels), randomly
+    initialised from configs, as diffusers' fast tests build them: Stable unCLIP's code path (VAE
+    latents, image normaliser, noise augmentation, SD 2.1's schedule) without its 5 GB of weights.
+    `proj_dim` overrides the UNet's class-projection input (to build a mismatched pair)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(seed)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, **{c + "</w>": i + 2 for i, c in enumerate("abcdefgh")}}
+    normalizer = StableUnCLIPImageNormalizer(embedding_dim=embed_dim)
+    with torch.no_grad():  # statistics as a real normaliser has them: not 0 and 1
+        normalizer.mean.normal_(0, 0.05)
+        normalizer.std.uniform_(0.05, 0.1)
+    return dict(
+        image_normalizer=normalizer,
+        image_noising_scheduler=DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
+        tokenizer=CLIPTokenizer(vocab=vocab, merges=[], model_max_length=8),
+        text_encoder=CLIPTextModel(CLIPTextConfig(
+            vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+            max_position_embeddings=8, bos_token_id=0, eos_token_id=1, pad_token_id=1)),
+        unet=UNet2DConditionModel(
+            sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32, attention_head_dim=(2, 4), use_linear_projection=True, norm_num_groups=8,
+            class_embed_type="projection", projection_class_embeddings_input_dim=proj_dim or 2 * embed_dim),
+        # SD 2.1's sampling schedule: v-prediction, scaled-linear betas, steps_offset 1, no alpha_0 = 1
+        scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                                prediction_type="v_prediction", set_alpha_to_one=False, steps_offset=1),
+        # scaling_factor: what SD's 0.18215 is for, latents of about unit variance (for this random VAE)
+        vae=AutoencoderKL(block_out_channels=[16, 32], in_channels=3, out_channels=3, latent_channels=4,
+                          norm_num_groups=8, scaling_factor=5.0,
+                          down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2),
+    )
