@@ -146,3 +146,57 @@ def test_scene_pool_pairs_each_image_with_its_embedding(tiny_clip):
     x, z = pool.batch(np.random.default_rng(1), 5)
     assert x.shape == (5, 3, 32, 32) and float(x.min()) >= -1 and float(x.max()) <= 1
     torch.testing.assert_close(pool.z[:1], clip_embeddings(tiny_clip, scenes), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("prediction_type", ["v_prediction", "epsilon"])
+def test_min_snr_weights_put_min_snr_gamma_on_the_x0_error(prediction_type):
+    # Reference: diffusers' own conversion of a model output to x0 (DDPMScheduler.step's
+    # pred_original_sample). The weighted loss on the prediction must equal min(SNR, gamma) times the
+    # squared error of the x0 it implies, at every timestep.
+    from diffusers import DDPMScheduler
+
+    from clipspace.train.decoder import diffusion_target, min_snr_weights
+
+    sched = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type, clip_sample=False)
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(1, 3, 4, 4, generator=g), torch.randn(1, 3, 4, 4, generator=g)
+    gamma = 5.0
+    for t in (1, 50, 300, 600, 900, 999):
+        tt = torch.tensor([t])
+        xt = sched.add_noise(x0, noise, tt)
+        target = diffusion_target(sched, x0, noise, tt)
+        pred = target + 0.1 * torch.randn(target.shape, generator=g)
+        x0_hat = sched.step(pred, t, xt).pred_original_sample
+        a = sched.alphas_cumprod[t]
+        snr = float(a / (1 - a))
+        weighted = float(min_snr_weights(sched, tt, gamma)[0] * (pred - target).pow(2).mean())
+        expected = min(snr, gamma) * float((x0_hat - x0).pow(2).mean())
+        assert weighted == pytest.approx(expected, rel=1e-3), t
+
+
+def test_min_snr_loss_trains_and_is_recorded(tmp_path, tiny_clip):
+    from clipspace.train.decoder import train
+
+    _, hist = train(tiny_clip, tiny_config(), steps=2, batch_size=6, warmup=1, seed=0, progress=False,
+                    out=tmp_path / "a", min_snr=5.0, single_share=0.5)
+    assert all(np.isfinite(h["loss"]) for h in hist)
+    cfg = json.loads((tmp_path / "a" / "decoder_config.json").read_text())
+    assert cfg["min_snr_gamma"] == 5.0 and cfg["single_share"] == 0.5
+    # A continuation without them does not inherit the first run's recipe in its config.
+    train(tiny_clip, steps=1, batch_size=6, warmup=1, seed=0, progress=False, out=tmp_path / "b", init=tmp_path / "a")
+    cfg = json.loads((tmp_path / "b" / "decoder_config.json").read_text())
+    assert "min_snr_gamma" not in cfg and "single_share" not in cfg
+
+
+def test_single_share_draws_plain_single_objects():
+    from clipspace.train.decoder import draw_scene
+
+    all_single = [draw_scene(np.random.default_rng(i), 1.0) for i in range(20)]
+    assert all(len(s.objects) == 1 and s.text is None for s in all_single)
+    # share 0 is the CLIP's mixture, scene for scene
+    a, b = np.random.default_rng(7), np.random.default_rng(7)
+    assert [draw_scene(a, 0.0) for _ in range(10)] == [world.random_scene(b) for _ in range(10)]
+    rng = np.random.default_rng(0)
+    half = [draw_scene(rng, 0.5) for _ in range(400)]
+    plain = np.mean([len(s.objects) == 1 and s.text is None for s in half])
+    assert 0.55 < plain < 0.72  # half forced, plus the mixture's own quarter of the other half
