@@ -182,7 +182,7 @@ Judged by the default CLIP, zero-shot. The round trip inverts and decodes with g
 ## What falls short, frankly
 
 {shortfalls}
-"""
+{notes}"""
 
 
 def _training_runs(train_dir: Path) -> list[dict]:
@@ -192,15 +192,26 @@ def _training_runs(train_dir: Path) -> list[dict]:
     return (_training_runs(Path(init)) if init and init != "None" else []) + [args]
 
 
+def _flag_set(value) -> bool:
+    """train_args.json keeps argparse's values as strings: "None", "0" and "0.0" mean the flag was off."""
+    if value in (None, "None"):
+        return False
+    try:
+        return float(value) != 0
+    except (TypeError, ValueError):
+        return True
+
+
 def _train_command(a: dict) -> str:
-    extra = "".join(f" --{k} {a[k]}" for k in ("pool", "init") if a.get(k) not in (None, "None", "0", 0))
+    extra = "".join(f" --{k.replace('_', '-')} {a[k]}" for k in ("pool", "min_snr", "single_share", "init")
+                    if _flag_set(a.get(k)))
     return (f"python -m clipspace.train decoder --clip default --steps {a['steps']} --batch-size {a['batch_size']} "
             f"--lr {a['lr']} --warmup {a['warmup']} --seed {a['seed']} --checkpoint-every {a['checkpoint_every']}"
             f"{extra} --out {a['out']}")
 
 
 def write_card(path: Path, final: dict, curve_rows: list[dict], train_dir: Path, n: int, steps: int,
-               guidance: float, measure_minutes: float, curve_n: int = 24) -> None:
+               guidance: float, measure_minutes: float, curve_n: int = 24, notes: str = "") -> None:
     dec = load_decoder(path.parent)
     cfg = dec.config
     n_params = sum(p.numel() for p in dec.unet.parameters())
@@ -208,7 +219,7 @@ def write_card(path: Path, final: dict, curve_rows: list[dict], train_dir: Path,
     args = runs[-1]
     hist = [json.loads(line) for line in (train_dir / "history.jsonl").read_text().splitlines() if line]
     command = "\n".join("    " + _train_command(a) for a in runs)
-    pooled = [a for a in runs if int(a.get("pool", 0) or 0)]
+    pooled = [a for a in runs if _flag_set(a.get("pool"))]
     data = ("Each step rendered fresh scenes." if not pooled else
             f"The runs marked --pool drew their batches from that many scenes rendered and embedded once "
             f"(the frozen CLIP's forward was a quarter of a step); the others rendered fresh scenes every step."
@@ -216,6 +227,12 @@ def write_card(path: Path, final: dict, curve_rows: list[dict], train_dir: Path,
     if len(runs) > 1:
         data += " The training ran as " + " then ".join(f"{a['steps']} steps" for a in runs) + \
                 " (--init continues the run before: same weights, its average, its step count)."
+    if any(_flag_set(a.get("min_snr")) for a in runs):
+        data += (" The runs marked --min-snr weighted each sample's loss by min(SNR, gamma) on the x0 error "
+                 "(Min-SNR weighting), which shifts the effort to the mid noise levels where outlines are decided.")
+    if any(_flag_set(a.get("single_share")) for a in runs):
+        data += (" The runs marked --single-share drew that share of their scenes as plain single objects, "
+                 "the rest from the mixture.")
     summary = (f"{hist[-1]['step']} steps of {args['batch_size']} in {hist[-1]['seconds'] / 60:.1f} minutes on 2 CPU "
                f"cores shared with other work; final held-out loss {hist[-1].get('val_loss', float('nan')):.4f}.")
     rows = [{"measure": k, "value": v, "target": TARGETS.get(k, "report")} for k, v in final.items()]
@@ -234,7 +251,8 @@ def write_card(path: Path, final: dict, curve_rows: list[dict], train_dir: Path,
         config=json.dumps(cfg, indent=2), params=n_params / 1e6, size_mb=weights.stat().st_size / 1e6,
         command=command, data=data, train_summary=summary, n=n, steps=steps, guidance=guidance,
         threads=final.get("torch_threads", "?"), final_table=markdown_table(rows), curve_n=curve_n,
-        curve_table=markdown_table(curve_rows), shortfalls=short_text, measure_minutes=measure_minutes))
+        curve_table=markdown_table(curve_rows), shortfalls=short_text, measure_minutes=measure_minutes,
+        notes=f"\n## Notes (by hand, after reading the curve)\n\n{notes.strip()}\n" if notes.strip() else ""))
 
 
 def main(argv=None) -> None:
@@ -248,6 +266,7 @@ def main(argv=None) -> None:
     p.add_argument("--curve-n", type=int, default=24, help="scenes per checkpoint for --curve (default %(default)s)")
     p.add_argument("--json", type=Path, help="write the numbers here")
     p.add_argument("--ship", type=Path, help="export --weights as fp16 to this directory and write its MODEL_CARD.md")
+    p.add_argument("--notes", type=Path, help="a markdown file of hand-written notes to end the card with")
     a = p.parse_args(argv)
     torch.manual_seed(0)
     t0 = time.perf_counter()
@@ -274,7 +293,8 @@ def main(argv=None) -> None:
     if a.ship:
         (a.ship / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
         write_card(a.ship / "MODEL_CARD.md", result["final"], result.get("curve", []), a.weights, a.n, a.steps,
-                   float(decoder.config.get("guidance", 1.0)), result["measure_seconds"] / 60, a.curve_n)
+                   float(decoder.config.get("guidance", 1.0)), result["measure_seconds"] / 60, a.curve_n,
+                   a.notes.read_text() if a.notes else "")
     print("\n" + markdown_table([{"measure": k, "value": v, "target": TARGETS.get(k, "report")}
                          for k, v in result["final"].items()]))
 

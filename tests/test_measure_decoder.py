@@ -45,11 +45,19 @@ def test_ship_writes_fp16_weights_metrics_and_card(run_dir, tmp_path):
 def test_card_of_a_continued_run_lists_both_runs_and_one_curve(run_dir, tmp_path):
     cont = tmp_path / "run2"
     train_main(["--clip", "default", "--init", str(run_dir), "--steps", "2", "--batch-size", "4", "--warmup", "1",
-                "--checkpoint-every", "2", "--pool", "8", "--out", str(cont)])
+                "--checkpoint-every", "2", "--pool", "8", "--min-snr", "5", "--single-share", "0.5",
+                "--out", str(cont)])
     ship = tmp_path / "shipped"
-    main(["--weights", str(cont), "-n", "2", "--steps", "2", "--curve", "--curve-n", "2", "--ship", str(ship)])
+    (tmp_path / "notes.md").write_text("- Shape came at step 6.\n")
+    main(["--weights", str(cont), "-n", "2", "--steps", "2", "--curve", "--curve-n", "2", "--ship", str(ship),
+          "--notes", str(tmp_path / "notes.md")])
     metrics = json.loads((ship / "metrics.json").read_text())
     assert [row["step"] for row in metrics["curve"]] == [2, 4, 6]  # the first run's checkpoints, then its own
     card = (ship / "MODEL_CARD.md").read_text()
-    assert f"--steps 4 --batch-size 4" in card and f"--pool 8 --init {run_dir}" in card
+    assert f"--steps 4 --batch-size 4" in card and f"--pool 8 --min-snr 5.0 --single-share 0.5 --init {run_dir}" in card
     assert "6 steps of 4" in card and "4 steps then 2 steps" in card
+    assert "marked --min-snr" in card and "marked --single-share" in card
+    assert card.rstrip().endswith("## Notes (by hand, after reading the curve)\n\n- Shape came at step 6.")
+    first_card = tmp_path / "first" / "MODEL_CARD.md"
+    main(["--weights", str(run_dir), "-n", "2", "--steps", "2", "--ship", str(first_card.parent)])
+    assert "min-snr" not in first_card.read_text() and "## Notes" not in first_card.read_text()
