@@ -19,6 +19,8 @@ import platform
 import sys
 from pathlib import Path
 
+from clipspace.cache import write_atomic
+
 SPREAD_NOTE = "Cells read median [interquartile range] over the repeats unless a column says otherwise."
 
 
@@ -204,18 +206,12 @@ def _json_default(o):
 
 def write_json(obj, path: Path) -> None:
     """Atomic JSON write (a temp file, then os.replace)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=1, default=_json_default) + "\n")
 
 
 def write_report(results: dict, out_dir: Path, findings: str = "") -> tuple[Path, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(results, out_dir / "results.json")
-    md = out_dir / "REPORT.md"
-    tmp = md.with_suffix(".md.tmp")
-    tmp.write_text(render_report(results, findings))
-    os.replace(tmp, md)
+    md = write_atomic(out_dir / "REPORT.md", render_report(results, findings))
     return out_dir / "results.json", md

@@ -52,6 +52,27 @@ def _remember(key: tuple[str, str], vector: np.ndarray) -> None:
         _memory_used -= _MEMORY.popitem(last=False)[1].nbytes
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write `data` to `path` through a temporary file in the same folder and os.replace, so a
+    reader sees the old file or the new one, never half of one. Text is written as UTF-8."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def cache_dir() -> Path:
     """CLIPSPACE_CACHE_DIR if set, else ~/.cache/clipspace."""
     return Path(os.environ.get("CLIPSPACE_CACHE_DIR") or Path.home() / ".cache" / "clipspace").expanduser()
@@ -115,14 +136,5 @@ class VectorCache:
 
     def put(self, key: str, vector: np.ndarray) -> None:
         payload = np.ascontiguousarray(vector, dtype="<f4").tobytes()
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".f32")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(hashlib.sha256(payload).digest() + payload)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(self._path(key), hashlib.sha256(payload).digest() + payload)
         _remember((self._folder, key), np.frombuffer(payload, dtype="<f4").astype(np.float32))

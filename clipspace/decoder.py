@@ -178,18 +178,18 @@ def save_decoder(decoder: PixelDecoder, out: str | os.PathLike, fp16: bool = Fal
     """Write `decoder_config.json` + `decoder.safetensors` (the UNet's state dict) into `out`.
     `unet` overrides the weights written (the trainer passes its EMA copy); `extra` adds keys to
     the JSON (training provenance)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from .cache import write_atomic
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = (unet or decoder.unet).state_dict()
     state = {k: (v.half() if fp16 and v.is_floating_point() else v).detach().cpu().contiguous().clone()
              for k, v in state.items()}
-    tmp = out / (WEIGHTS_FILE + ".tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, out / WEIGHTS_FILE)
+    write_atomic(out / WEIGHTS_FILE, save(state))
     config = {**decoder.config, **(extra or {})}
-    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    write_atomic(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     return out
 
 

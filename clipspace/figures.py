@@ -20,12 +20,13 @@ import html
 import io
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
+
+from .cache import write_atomic
 
 FIGURE_DIR_ENV = "CLIPSPACE_FIGURE_DIR"
 BROWSER_ENV = "BROWSER_PATH"  # choreographer (kaleido's browser driver) reads this to find Chrome
@@ -60,22 +61,6 @@ def _stem(path: str | os.PathLike) -> Path:
     return p if p.is_absolute() else figure_dir() / p
 
 
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
-def _write_atomic(path: Path, data: bytes | str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 # --- grids of images -----------------------------------------------------------------------------
@@ -184,7 +169,7 @@ def _plotly_html(fig, path: Path) -> str:
 
     js = path.parent / "plotly.min.js"
     if not js.exists():
-        _write_atomic(js, get_plotlyjs())
+        write_atomic(js, get_plotlyjs())
     return pio.to_html(fig, include_plotlyjs="directory", full_html=True)
 
 
@@ -246,7 +231,7 @@ def save_figure(fig, path: str | os.PathLike, formats: Iterable[str] = FORMATS,
         for fmt in formats:
             data = {"png": lambda: png, "svg": lambda: _image_svg(img, png),
                     "html": lambda: _image_html(img, png, stem.name)}[fmt]()
-            written.append(_write_atomic(stem.with_suffix(f".{fmt}"), data))
+            written.append(write_atomic(stem.with_suffix(f".{fmt}"), data))
         return written
 
     if not _is_plotly(fig):
@@ -261,12 +246,12 @@ def save_figure(fig, path: str | os.PathLike, formats: Iterable[str] = FORMATS,
         if skipped:
             break
         try:
-            written.append(_write_atomic(stem.with_suffix(f".{fmt}"), _plotly_static(fig, fmt)))
+            written.append(write_atomic(stem.with_suffix(f".{fmt}"), _plotly_static(fig, fmt)))
         except Exception as e:  # noqa: BLE001 (kaleido missing, or the browser failed to start)
             skipped, reason = static[static.index(fmt):], f"kaleido failed: {type(e).__name__}: {e}"
     if "html" in formats or skipped:  # the HTML copy is the fallback: always write it when PNG/SVG fail
         html_path = stem.with_suffix(".html")
-        written.append(_write_atomic(html_path, _plotly_html(fig, html_path)))
+        written.append(write_atomic(html_path, _plotly_html(fig, html_path)))
     if skipped:
         msg = (f"save_figure: skipped {', '.join(skipped).upper()} for {stem} ({reason}); "
                f"wrote {stem.with_suffix('.html').name} instead. To get static images, {HOW_TO_GET_CHROME}.")

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from . import world
+from .cache import digest, file_digest, write_atomic
 from .clip import ClipModel, load_clip
 from .measure_clip import markdown_table
 from .decoder import PixelDecoder, load_decoder
@@ -123,6 +124,30 @@ def _zx(lat):
     return lat.z, lat.x_T
 
 
+CURVE_KEYS = ("round_trip_psnr", "round_trip_psnr_wrong_z", "sample_colour", "sample_shape", "sample_cosine",
+              "variation_colour", "text_diff_blue")
+MEASURE_VERSION = 1  # bump when measure() changes its numbers: cached curve rows are keyed on it
+
+
+def _checkpoint_numbers(ckpt: Path, clip: ClipModel, n: int) -> dict:
+    """The curve's numbers for one checkpoint, cached in it (a checkpoint's files never change, and
+    the key covers them, the CLIP and the scene count), so a longer run re-measures only new ones."""
+    key = digest(file_digest(ckpt / "decoder.safetensors"), file_digest(ckpt / "decoder_config.json"),
+                 getattr(clip, "weights_id", ""), n, MEASURE_VERSION)
+    cached = ckpt / f"curve_n{n}.json"
+    try:
+        saved = json.loads(cached.read_text())
+        if saved.get("key") == key:
+            return saved["numbers"]
+    except (OSError, ValueError):
+        pass
+    m = measure(load_decoder(ckpt, clip=clip), clip, n=n, n_variations=2, with_timings=False)
+    numbers = {k: m[k] for k in CURVE_KEYS}
+    if getattr(clip, "weights_id", ""):  # a CLIP without a weights id cannot be told apart: never cache
+        write_atomic(cached, json.dumps({"key": key, "numbers": numbers}, indent=1) + "\n")
+    return numbers
+
+
 def curve(decoder_dir: Path, clip: ClipModel, n: int = 24) -> list[dict]:
     """The card's numbers (fewer scenes, no timings) at every checkpoint of a training run."""
     rows = []
@@ -130,13 +155,9 @@ def curve(decoder_dir: Path, clip: ClipModel, n: int = 24) -> list[dict]:
     if (decoder_dir / "history.jsonl").exists():
         hist = {h["step"]: h for h in map(json.loads, (decoder_dir / "history.jsonl").read_text().split("\n")[:-1])}
     for ckpt in sorted((decoder_dir / "checkpoints").glob("step*")) + [decoder_dir]:
-        dec = load_decoder(ckpt, clip=clip)
         step = int(ckpt.name[4:]) if ckpt.name.startswith("step") else max(hist, default=0)
-        m = measure(dec, clip, n=n, n_variations=2, with_timings=False)
         rows.append({"step": step, "minutes": round(hist.get(step, {}).get("seconds", float("nan")) / 60, 1),
-                     "val_loss": hist.get(step, {}).get("val_loss"),
-                     **{k: m[k] for k in ("round_trip_psnr", "round_trip_psnr_wrong_z", "sample_colour",
-                                          "sample_shape", "sample_cosine", "variation_colour", "text_diff_blue")}})
+                     "val_loss": hist.get(step, {}).get("val_loss"), **_checkpoint_numbers(ckpt, clip, n)})
     return rows
 
 

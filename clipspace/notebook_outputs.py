@@ -120,14 +120,9 @@ def record(path: str | Path, runs: int = 2, timeout: int = 600, sanitize: str | 
 
 
 def _write(path: Path, nb) -> None:
-    import os
-    import tempfile
+    from .cache import write_atomic
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        nbformat.write(nb, f)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    write_atomic(path, nbformat.writes(nb) + "\n")
 
 
 def main(argv=None) -> int:

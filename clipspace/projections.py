@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import io
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from collections import OrderedDict
@@ -36,6 +36,8 @@ import numpy as np
 import sklearn
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils.validation import check_is_fitted
+
+from .cache import cache_dir, write_atomic
 
 CACHE_FORMAT = 1  # bump when the .npz layout or a fitting recipe changes: old files then miss
 
@@ -388,22 +390,13 @@ class ProjectionCache:
         return fitted
 
     def _save(self, fitted: Projection, key: tuple) -> None:
-        path = self._file(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, __key__=np.array(self._disk_key(key)), **fitted._state())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buf = io.BytesIO()
+        np.savez(buf, __key__=np.array(self._disk_key(key)), **fitted._state())
+        write_atomic(self._file(key), buf.getvalue())
 
 
 def default_cache_dir() -> Path:
     """Where notebooks keep fitted projections: <clipspace cache dir>/projections."""
-    from .cache import cache_dir
-
     return cache_dir() / "projections"
 
 

@@ -117,7 +117,7 @@ def test_report_renders_tables_and_goals_from_a_results_dict(tmp_path):
     assert "**skipped**: no GPU in this run" in md and "Test CPU" in md and "torch 2.x" in md
     assert "Fixed X" in md
     assert json.loads(json_path.read_text())["sections"]["encode"]["tables"][0]["rows"][0]["value"]["median"] == 3.0
-    assert not list(tmp_path.glob("*.tmp"))  # written atomically
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["REPORT.md", "results.json"]  # no temporary files left
 
 
 def test_machine_and_versions_are_recorded():

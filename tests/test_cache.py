@@ -50,6 +50,19 @@ def test_cache_dir_from_environment(tmp_path, monkeypatch):
     assert cache.cache_dir() == cache.Path.home() / ".cache" / "clipspace"
 
 
+def test_write_atomic_replaces_whole_files_and_leaves_nothing_on_failure(tmp_path):
+    from clipspace.cache import write_atomic
+
+    f = tmp_path / "sub" / "a.json"
+    assert write_atomic(f, "héllo") == f and f.read_bytes() == "héllo".encode("utf-8")
+    write_atomic(f, b"\x00\x01")
+    assert f.read_bytes() == b"\x00\x01"
+    assert oct(f.stat().st_mode & 0o777) == oct(0o666 & ~cache._UMASK)  # not mkstemp's 0600
+    with pytest.raises(TypeError):
+        write_atomic(f, 42)  # fails while writing: the old file stays, the temporary file goes
+    assert f.read_bytes() == b"\x00\x01" and [p.name for p in f.parent.iterdir()] == ["a.json"]
+
+
 def test_file_digest_is_sha256_and_follows_edits(tmp_path):
     f = tmp_path / "x.bin"
     f.write_bytes(b"hello")

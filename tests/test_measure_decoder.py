@@ -61,3 +61,22 @@ def test_card_of_a_continued_run_lists_both_runs_and_one_curve(run_dir, tmp_path
     first_card = tmp_path / "first" / "MODEL_CARD.md"
     main(["--weights", str(run_dir), "-n", "2", "--steps", "2", "--ship", str(first_card.parent)])
     assert "min-snr" not in first_card.read_text() and "## Notes" not in first_card.read_text()
+
+
+def test_curve_rows_are_cached_in_each_checkpoint_and_keyed(run_dir, monkeypatch):
+    from clipspace import measure_decoder
+
+    clip = load_clip()
+    first = measure_decoder.curve(run_dir, clip, n=2)
+    assert (run_dir / "checkpoints" / "step000002" / "curve_n2.json").is_file()
+
+    def no_measuring(*a, **k):
+        raise AssertionError("a cached checkpoint was measured again")
+
+    monkeypatch.setattr(measure_decoder, "measure", no_measuring)
+    assert measure_decoder.curve(run_dir, clip, n=2) == first  # every row from the cache
+    with pytest.raises(AssertionError, match="measured again"):
+        measure_decoder.curve(run_dir, clip, n=3)  # another scene count is another key
+    monkeypatch.setattr(measure_decoder, "MEASURE_VERSION", measure_decoder.MEASURE_VERSION + 1)
+    with pytest.raises(AssertionError, match="measured again"):
+        measure_decoder.curve(run_dir, clip, n=2)  # so is a changed measure()
