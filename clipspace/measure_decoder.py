@@ -148,14 +148,17 @@ def _checkpoint_numbers(ckpt: Path, clip: ClipModel, n: int) -> dict:
     return numbers
 
 
-def curve(decoder_dir: Path, clip: ClipModel, n: int = 24) -> list[dict]:
-    """The card's numbers (fewer scenes, no timings) at every checkpoint of a training run."""
+def curve(decoder_dir: Path, clip: ClipModel, n: int = 24, every: int = 0) -> list[dict]:
+    """The card's numbers (fewer scenes, no timings) at every checkpoint of a training run (with
+    `every`, only at steps that are multiples of it), and at its end."""
     rows = []
     hist = {}
     if (decoder_dir / "history.jsonl").exists():
         hist = {h["step"]: h for h in map(json.loads, (decoder_dir / "history.jsonl").read_text().split("\n")[:-1])}
     for ckpt in sorted((decoder_dir / "checkpoints").glob("step*")) + [decoder_dir]:
         step = int(ckpt.name[4:]) if ckpt.name.startswith("step") else max(hist, default=0)
+        if every and step % every and ckpt != decoder_dir:
+            continue
         rows.append({"step": step, "minutes": round(hist.get(step, {}).get("seconds", float("nan")) / 60, 1),
                      "val_loss": hist.get(step, {}).get("val_loss"), **_checkpoint_numbers(ckpt, clip, n)})
     return rows
@@ -285,6 +288,8 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=50, help="DDIM steps (default %(default)s)")
     p.add_argument("--curve", action="store_true", help="also measure every checkpoint in --weights/checkpoints")
     p.add_argument("--curve-n", type=int, default=24, help="scenes per checkpoint for --curve (default %(default)s)")
+    p.add_argument("--curve-every", type=int, default=0,
+                   help="measure only the checkpoints at multiples of this many steps (0: all), and the last")
     p.add_argument("--json", type=Path, help="write the numbers here")
     p.add_argument("--ship", type=Path, help="export --weights as fp16 to this directory and write its MODEL_CARD.md")
     p.add_argument("--notes", type=Path, help="a markdown file of hand-written notes to end the card with")
@@ -306,7 +311,7 @@ def main(argv=None) -> None:
         ours, theirs = (decode(d, lat.z, lat.x_T, steps=25, output="pt") for d in (decoder, load_decoder(a.weights)))
         result["final"]["fp16_vs_fp32_psnr"] = float(np.mean(psnr(ours, theirs)))
     if a.curve:
-        result["curve"] = curve(a.weights, clip, a.curve_n)
+        result["curve"] = curve(a.weights, clip, a.curve_n, a.curve_every)
     result["measure_seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(result, indent=2))
     if a.json:

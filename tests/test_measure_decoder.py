@@ -75,6 +75,8 @@ def test_curve_rows_are_cached_in_each_checkpoint_and_keyed(run_dir, monkeypatch
 
     monkeypatch.setattr(measure_decoder, "measure", no_measuring)
     assert measure_decoder.curve(run_dir, clip, n=2) == first  # every row from the cache
+    assert [r["step"] for r in first] == [2, 4]  # the checkpoint, then the run's end
+    assert measure_decoder.curve(run_dir, clip, n=2, every=4) == first[1:]  # step 2 skipped, the end kept
     with pytest.raises(AssertionError, match="measured again"):
         measure_decoder.curve(run_dir, clip, n=3)  # another scene count is another key
     monkeypatch.setattr(measure_decoder, "MEASURE_VERSION", measure_decoder.MEASURE_VERSION + 1)
