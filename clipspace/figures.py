@@ -61,8 +61,6 @@ def _stem(path: str | os.PathLike) -> Path:
     return p if p.is_absolute() else figure_dir() / p
 
 
-
-
 # --- grids of images -----------------------------------------------------------------------------
 def _font(px: int) -> ImageFont.ImageFont:
     try:

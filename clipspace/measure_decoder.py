@@ -213,7 +213,7 @@ def _training_runs(train_dir: Path) -> list[dict]:
     """train_args.json of a run and of the runs it continued (--init), first run first."""
     args = json.loads((Path(train_dir) / "train_args.json").read_text())
     init = args.get("init")
-    return (_training_runs(Path(init)) if init and init != "None" else []) + [args]
+    return (_training_runs(Path(init)) if _flag_set(init) else []) + [args]
 
 
 def _flag_set(value) -> bool:

@@ -12,8 +12,8 @@ the model and its average; steps, checkpoints and history carry on from its own)
 can be built from shorter background ones.
 
 `--min-snr G` weights each sample's loss by min(SNR, G) over the x0 loss (Hang et al. 2023, "Min-SNR
-weighting"): the low-noise steps, whose loss is large under v-prediction but which only polish
-pixels, stop crowding out the mid-noise steps where an object's outline is decided.
+weighting"). Against the plain v-prediction loss it weights the lowest and highest noise levels down,
+so the middle ones, where an object's outline is decided, get a larger share of the gradient.
 `--single-share P` draws a share P of the scenes as plain single objects (the scenes the card is
 measured on) and the rest from the CLIP's training mixture.
 
