@@ -1,15 +1,25 @@
 # Two commands do all set-up on a fresh clone: `make lab` and `make test`.
+# Both install exactly uv.lock (torch and torchvision included) into .venv; uv itself is pinned
+# and installed from PyPI into .tools/. `make lock` regenerates the lock after pyproject.toml changes.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
 STAMP := $(VENV)/.installed
+NBVAL := --nbval-lax --sanitize-with notebooks/sanitize.cfg
 
-.PHONY: lab test bench clean-venv
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON_DOWNLOADS := never
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	# torch and torchvision resolve together from the registry (see pyproject.toml)
-	$(PY) -m pip install --quiet -e '.[dev]'
+.PHONY: lab test test-unit test-integration test-acceptance bench lock check-lock clean-venv
+
+$(UV):
+	python3 -m venv .tools
+	.tools/bin/python -m pip install --quiet 'uv==$(UV_VERSION)'
+
+# --locked: install the lock as it is, and fail if it no longer matches pyproject.toml (run `make lock`)
+$(STAMP): uv.lock pyproject.toml | $(UV)
+	$(UV) sync --locked --extra notebooks --extra dev --python python3
 	touch $(STAMP)
 
 lab: $(STAMP)
@@ -17,10 +27,25 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 test: $(STAMP)
-	$(PY) -m pytest tests notebooks --nbval-lax --sanitize-with notebooks/sanitize.cfg
+	$(PY) -m pytest tests notebooks $(NBVAL)
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+test-integration: $(STAMP)
+	$(PY) -m pytest tests/integration
+
+test-acceptance: $(STAMP)
+	$(PY) -m pytest tests/acceptance notebooks $(NBVAL)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
 
+lock: | $(UV)
+	$(UV) lock --python python3
+
+check-lock: | $(UV)
+	$(UV) lock --check --python python3
+
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) .tools

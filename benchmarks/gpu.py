@@ -99,7 +99,7 @@ def files_throughput(device, n: int = 512, repeat: int = 3, workers: int = 8) ->
     """images/s embedding n PNG files: clipspace's encode_images (cache off) vs a DataLoader with workers."""
     from PIL import Image
 
-    from clipspace.clip import load_clip
+    from clipspace import load_clip
 
     device = torch.device(device)
     with warnings.catch_warnings():

@@ -4,7 +4,9 @@ Peak: the best of several large square torch.matmul calls, in float32 and bfloat
 machine's BLAS reaches on the most favourable kernel there is, so "share of peak" below is an upper
 bound on what a model could reach here, not the vendor's datasheet figure.
 FLOPs: counted by torch's own FlopCounterMode on one forward (a multiply-add is 2 FLOPs), so the
-figure covers the matmuls and convolutions of the real model, not a formula.
+figure covers the matmuls and convolutions of the real model, not a formula. Where the installed
+torch has no formula for an attention kernel (torch 2.14 lacks the CPU flash kernel's, and would
+silently drop attention from every figure), `MISSING_FORMULAS` supplies the standard one.
 """
 from __future__ import annotations
 
@@ -29,6 +31,23 @@ def matmul_peak(n: int = 2048, repeat: int = 5, dtype=torch.float32) -> dict:
     return s
 
 
+def sdpa_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+    """Scaled dot-product attention: Q K^T (2 b h s_q s_k d) plus the weights times V (2 b h s_q s_k d_v)."""
+    b, h, s_q, d = query_shape
+    s_k, d_v = key_shape[-2], value_shape[-1]
+    return 2 * b * h * s_q * s_k * d + 2 * b * h * s_q * s_k * d_v
+
+
+def missing_formulas() -> dict:
+    """Attention kernels this torch's FlopCounterMode has no formula for, mapped to `sdpa_flops`."""
+    from torch.utils.flop_counter import flop_registry
+
+    ops = [getattr(torch.ops.aten, name, None) for name in (
+        "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+        "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention")]
+    return {op: sdpa_flops for op in ops if op is not None and op not in flop_registry}
+
+
 def forward_flops(fn, *args) -> int:
     """FLOPs of one call of fn(*args), counted by torch.utils.flop_counter (multiply-add = 2)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -38,7 +57,7 @@ def forward_flops(fn, *args) -> int:
     # count the same maths on the ordinary path (it would miss the q/k/v and output projections)
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=missing_formulas()) as counter:
             fn(*args)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)

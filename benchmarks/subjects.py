@@ -14,7 +14,7 @@ FILE_IMAGE_SIZE = 256  # files on disk are 256 px PNGs, like small user photos: 
 
 def offline_clip():
     """(ClipModel, note): `load_clip()`, or the clipspace-tiny config with seeded random weights."""
-    from clipspace.clip import ClipModel, WeightsNotAvailableError, load_clip
+    from clipspace import ClipModel, WeightsNotAvailableError, load_clip
 
     try:
         return load_clip(), "offline default `load_clip()` (trained clipspace-tiny weights)"
@@ -32,7 +32,7 @@ def offline_clip():
 
 def arch_clip(name: str = RANDOM_ARCH):
     """(ClipModel, note): an open_clip architecture with seeded random weights, through `load_clip`."""
-    from clipspace.clip import load_clip
+    from clipspace import load_clip
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

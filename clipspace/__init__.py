@@ -3,22 +3,37 @@
     >>> import clipspace
     >>> clip = clipspace.load_clip()                       # the offline default, a tiny world-trained CLIP
     >>> clip = clipspace.load_clip("ViT-B-32", pretrained="openai")   # any open_clip model
-"""
-from .clip import ClipModel, load_clip
-from .clip import ClipspaceError, UnknownModelError, UnsafeCheckpointError, WeightsNotAvailableError
-from .embedding import Embeddings
-from .images import BadImageError, load_image
-from .zero_shot import WORLD_TEMPLATES, ZeroShotClassifier, build_classifier  # not zero_shot(): it would hide the module
-from .typographic import typographic_attack, write_text
-from .binding import binding_probe
-from .pca import EmbeddingPCA
-from .factor_probes import factor_table
-from .decoder import DecoderMismatchError, DecoderNotFoundError, load_decoder
-from .slerp import slerp
 
-__all__ = ["ClipModel", "load_clip", "ClipspaceError", "UnknownModelError", "UnsafeCheckpointError",
-           "WeightsNotAvailableError", "Embeddings", "BadImageError", "load_image",
-           "WORLD_TEMPLATES", "ZeroShotClassifier", "build_classifier", "typographic_attack", "write_text",
-           "binding_probe", "EmbeddingPCA", "factor_table", "load_decoder", "DecoderMismatchError",
-           "DecoderNotFoundError", "slerp"]
+The names below are imported on first use (PEP 562), so `import clipspace` itself, and the
+`clipspace doctor` command that must run when torch or torchvision is broken, import nothing heavy.
+"""
+from __future__ import annotations
+
+import importlib
+
+from .errors import (BadImageError, ClipspaceError, DecoderMismatchError, DecoderNotFoundError,  # no heavy imports
+                     InvalidArgumentError, UnknownModelError, UnsafeCheckpointError, WeightsNotAvailableError)
+
+_LAZY = {  # public name -> the module that defines it
+    "ClipModel": "clip", "load_clip": "factory", "Embeddings": "embedding", "load_image": "images",
+    "WORLD_TEMPLATES": "zero_shot", "ZeroShotClassifier": "zero_shot", "build_classifier": "zero_shot",
+    "typographic_attack": "typographic", "write_text": "typographic", "binding_probe": "binding",
+    "EmbeddingPCA": "pca", "factor_table": "factor_probes", "load_decoder": "decoder", "decoder_for": "decoder",
+    "slerp": "slerp",
+}
+
+__all__ = ["ClipspaceError", "UnknownModelError", "UnsafeCheckpointError", "WeightsNotAvailableError",
+           "BadImageError", "DecoderMismatchError", "InvalidArgumentError", "DecoderNotFoundError", *_LAZY]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # later lookups are plain attribute reads
+        return value
+    raise AttributeError(f"module 'clipspace' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -6,9 +6,10 @@ a file's bytes, or of an in-memory image's pixels, or the text). The device is l
 GPU agree to float32 rounding. A model whose weights change in memory (training) keeps its
 weights_id, so do not cache through one; a ClipModel with an empty weights_id is never cached.
 
-File format, so that a torn or garbled file is detected and recomputed, never returned:
-32 bytes sha256 of the payload, then the payload (float32 little-endian vector). Writes go to a
-temporary file in the same folder, then os.replace, so readers never see half a file.
+File format, so that a torn, garbled or misplaced file is detected and recomputed, never returned:
+32 bytes sha256 of key + payload, the key (UTF-8), then the payload (float32 little-endian vector).
+The key is checked too: a file copied or renamed over another key's is a miss, not a wrong vector.
+Writes go to a temporary file in the same folder, then os.replace, so readers never see half a file.
 
 In-process memory: every vector read or written is also kept in a bounded dict (`MEMORY_BYTES`),
 keyed like its file, so a rerun in the same session costs a dict lookup per input, not a file read
@@ -20,36 +21,40 @@ import hashlib
 import os
 import re
 import tempfile
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
-_DIGESTS: dict[tuple, str] = {}  # (path, device, inode, mtime_ns, size) -> sha256, memoised per process
+_DIGESTS: dict[tuple, str] = {}  # (path, device, inode, mtime_ns, ctime_ns, size) -> sha256, per process
 MEMORY_BYTES = 256 * 2 ** 20  # vectors kept in memory per process (least recently used dropped first)
 _MEMORY: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()  # (folder, key) -> read-only vector
 _memory_used = 0
+_LOCK = threading.Lock()  # the memory is shared by the threads that read images
 
 
 def clear_memory(vectors: bool = True, digests: bool = True) -> None:
     """Forget the vectors and/or file digests kept in this process (the files on disk stay)."""
     global _memory_used
-    if vectors:
-        _MEMORY.clear()
-        _memory_used = 0
-    if digests:
-        _DIGESTS.clear()
+    with _LOCK:
+        if vectors:
+            _MEMORY.clear()
+            _memory_used = 0
+        if digests:
+            _DIGESTS.clear()
 
 
 def _remember(key: tuple[str, str], vector: np.ndarray) -> None:
     global _memory_used
-    if key in _MEMORY:
-        return
-    vector.setflags(write=False)  # shared by every caller that gets it back
-    _MEMORY[key] = vector
-    _memory_used += vector.nbytes
-    while _memory_used > MEMORY_BYTES and _MEMORY:
-        _memory_used -= _MEMORY.popitem(last=False)[1].nbytes
+    with _LOCK:
+        if key in _MEMORY:
+            return
+        vector.setflags(write=False)  # shared by every caller that gets it back
+        _MEMORY[key] = vector
+        _memory_used += vector.nbytes
+        while _memory_used > MEMORY_BYTES and _MEMORY:
+            _memory_used -= _MEMORY.popitem(last=False)[1].nbytes
 
 
 _UMASK = os.umask(0o022)
@@ -79,10 +84,12 @@ def cache_dir() -> Path:
 
 
 def file_digest(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes, computed once per (path, device, inode, mtime, size) in this process."""
+    """sha256 of a file's bytes, computed once per (path, device, inode, mtime, ctime, size) in this
+    process. ctime is in the key because a rewrite can keep size and mtime (os.utime sets mtime
+    back) but always moves ctime, which no call can set."""
     path = os.path.abspath(path)  # not resolve(): one lstat per folder level, per file, per call
     st = os.stat(path)
-    key = (path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+    key = (path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
     if key not in _DIGESTS:
         h = hashlib.sha256()
         with open(path, "rb") as f:
@@ -107,7 +114,7 @@ def describe_transform(transform) -> str:
 
 
 class VectorCache:
-    """Vectors of one length under `root/namespace/`, stored by key with a checksum."""
+    """Vectors of one length under `root/namespace/`, stored with their key and a checksum."""
 
     def __init__(self, namespace: str, dim: int, root: str | os.PathLike | None = None):
         self.dir = Path(root or cache_dir()) / namespace
@@ -118,23 +125,26 @@ class VectorCache:
         return self.dir / key[:2] / f"{key}.f32"
 
     def get(self, key: str) -> np.ndarray | None:
-        """The stored vector (read-only), or None when absent, torn, garbled or of the wrong length."""
-        hit = _MEMORY.get((self._folder, key))
-        if hit is not None and len(hit) == self.dim:
-            _MEMORY.move_to_end((self._folder, key))
-            return hit
+        """The stored vector (read-only), or None when absent, torn, garbled, of the wrong length or
+        stored under another key."""
+        with _LOCK:
+            hit = _MEMORY.get((self._folder, key))
+            if hit is not None and len(hit) == self.dim:
+                _MEMORY.move_to_end((self._folder, key))
+                return hit
         try:
             data = self._path(key).read_bytes()
         except OSError:
             return None
-        check, payload = data[:32], data[32:]
-        if len(payload) != 4 * self.dim or hashlib.sha256(payload).digest() != check:
+        body, n = data[32:], 4 * self.dim
+        if len(body) < n or body[:-n] != key.encode() or hashlib.sha256(body).digest() != data[:32]:
             return None
-        vector = np.frombuffer(payload, dtype="<f4").astype(np.float32)
+        vector = np.frombuffer(body[-n:], dtype="<f4").astype(np.float32)
         _remember((self._folder, key), vector)
         return vector
 
     def put(self, key: str, vector: np.ndarray) -> None:
         payload = np.ascontiguousarray(vector, dtype="<f4").tobytes()
-        write_atomic(self._path(key), hashlib.sha256(payload).digest() + payload)
+        body = key.encode() + payload
+        write_atomic(self._path(key), hashlib.sha256(body).digest() + body)
         _remember((self._folder, key), np.frombuffer(payload, dtype="<f4").astype(np.float32))

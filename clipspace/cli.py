@@ -1,4 +1,9 @@
-"""The `clipspace` command: `clipspace doctor` and `clipspace tour --out DIR`."""
+"""The `clipspace` command: `clipspace doctor` and `clipspace tour --out DIR`.
+
+Nothing heavy is imported here or by `clipspace doctor` (no torch, torchvision, open_clip, numpy,
+nbformat): the doctor has to run where those are broken, and `tour` says what to install when the
+notebook tools (the `clipspace[notebooks]` extra) are missing.
+"""
 from __future__ import annotations
 
 import argparse
@@ -13,11 +18,13 @@ def _doctor(args) -> int:
 
 
 def _tour(args) -> int:
-    from .tour import run_tour
+    from .errors import ClipspaceError
+    from .tour import require_notebook_tools, run_tour
 
     try:
+        require_notebook_tools()
         runs = run_tour(args.out, args.notebooks, args.names or None, timeout=args.timeout, kernel_name=args.kernel)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ClipspaceError) as e:  # bad arguments or setup: one line, nothing was run
         print(f"clipspace tour: {e}", file=sys.stderr)
         return 2
     failed = [r for r in runs if not r.ok]
@@ -29,11 +36,19 @@ def _tour(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="clipspace", description="See what CLIP embeddings encode.")
+    from .doctor import EXIT_CODES_HELP  # light: the doctor module imports nothing heavy
+
+    ap = argparse.ArgumentParser(prog="clipspace", description="See what CLIP embeddings encode.",
+                                 epilog=f"clipspace doctor {EXIT_CODES_HELP}. clipspace tour: 0 all notebooks ran, "
+                                        "1 some failed, 2 bad arguments or setup (nothing run).")
     sub = ap.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("doctor", help="print versions that matter and known incompatibilities, with fixes")
+    d = sub.add_parser("doctor", help="print versions that matter and known incompatibilities, with fixes",
+                       description="Print the versions that matter and the known ways they fail together, "
+                                   "each with its fix.", epilog=EXIT_CODES_HELP)
     d.set_defaults(func=_doctor)
-    t = sub.add_parser("tour", help="run every notebook headless; write HTML copies and figures")
+    t = sub.add_parser("tour", help="run every notebook headless; write HTML copies and figures",
+                       epilog="needs the notebook tools: pip install 'clipspace[notebooks]'. Exit status: 0 all "
+                              "notebooks ran, 1 some failed, 2 bad arguments or setup (nothing run).")
     t.add_argument("names", nargs="*", help="only these notebooks (e.g. 00_tour 03_pca); default all")
     t.add_argument("--out", default="build/tour", help="output folder (default build/tour)")
     t.add_argument("--notebooks", default="notebooks", help="folder of .ipynb files (default notebooks)")

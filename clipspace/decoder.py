@@ -24,20 +24,14 @@ from typing import Protocol, runtime_checkable
 import torch
 from diffusers import DDIMScheduler, UNet2DConditionModel
 
-from .clip import CONFIG_DIR, WEIGHTS_DIR
+from .errors import DecoderMismatchError, DecoderNotFoundError
+from .factory import CONFIG_DIR, WEIGHTS_DIR
 
 DEFAULT_DECODER = "decoder-tiny"
+DEFAULT_CLIP = "clipspace-tiny"  # the CLIP the offline decoder was trained on
 DEFAULT_DECODER_WEIGHTS = WEIGHTS_DIR / DEFAULT_DECODER
 CONFIG_FILE = "decoder_config.json"
 WEIGHTS_FILE = "decoder.safetensors"
-
-
-class DecoderMismatchError(ValueError):
-    """The decoder was trained on embeddings of another CLIP model than the one given."""
-
-
-class DecoderNotFoundError(FileNotFoundError):
-    """No decoder weights where they were looked for."""
 
 
 @runtime_checkable
@@ -164,6 +158,25 @@ class PixelDecoder:
                 f"(load_clip({self.clip_name!r})) or a decoder trained on this one")
 
 
+def decoder_for(clip, device: str | torch.device | None = None) -> tuple[Decoder | None, str]:
+    """The decoder that pairs with `clip`, or (None, one line saying why there is none and what would pair).
+
+    Every notebook and panel that decodes asks this, once, so a CLIP without a decoder (a real model
+    in the first cell) skips the decoding sections with that line instead of stopping. Today the
+    only decoder found here is the offline one, for the offline default CLIP; a Stable unCLIP
+    decoder must be loaded by hand (`stable_unclip.StableUnclipDecoder.from_pretrained`)."""
+    try:
+        return load_decoder(clip=clip, device=device), ""
+    except DecoderMismatchError:
+        hint = {"ViT-H-14": "stabilityai/stable-diffusion-2-1-unclip",
+                "ViT-L-14": "stabilityai/stable-diffusion-2-1-unclip-small"}.get(clip.name.replace("/", "-"))
+        return None, (f"No decoder pairs with {clip.name!r} ({clip.embed_dim}-d): the offline decoder draws "
+                      f"{DEFAULT_CLIP!r} embeddings only, so the sections that decode are skipped" +
+                      (f"; with a GPU, StableUnclipDecoder.from_pretrained({hint!r}) pairs with it." if hint else "."))
+    except DecoderNotFoundError as e:
+        return None, f"No decoder: {e}"
+
+
 def build_decoder(config: str | os.PathLike | dict = DEFAULT_DECODER, seed: int | None = None) -> PixelDecoder:
     """A decoder with freshly initialised weights (seeded if `seed` is given) from a config."""
     config = get_decoder_config(config)
@@ -173,6 +186,7 @@ def build_decoder(config: str | os.PathLike | dict = DEFAULT_DECODER, seed: int 
     return PixelDecoder(unet.eval(), config)
 
 
+# kept: diffusers' save_pretrained puts the same tensors in unet/ + scheduler/; the shipped files' readers use ours
 def save_decoder(decoder: PixelDecoder, out: str | os.PathLike, fp16: bool = False,
                  unet: torch.nn.Module | None = None, extra: dict | None = None) -> Path:
     """Write `decoder_config.json` + `decoder.safetensors` (the UNet's state dict) into `out`.

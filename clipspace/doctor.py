@@ -3,6 +3,17 @@
 Facts are gathered once into a plain dict (`collect()`); each rule is a function of that dict
 returning the problems it sees, so the rules are tested with hand-written dicts of versions.
 Add a rule by appending a function to RULES.
+
+Exit codes of `clipspace doctor` (also in `clipspace doctor --help`):
+    0  no known problems
+    1  a broken install: something clipspace needs does not work (missing or mismatched packages,
+       torchvision that does not load with this torch, widgets that will not show, ...)
+    3  advisory findings only: clipspace works, with a limitation (e.g. no Chrome/Chromium, so
+       figures save as HTML but not PNG/SVG). (2 is left to argparse's usage errors.)
+
+This module imports nothing heavy at module level (no torch, torchvision, open_clip, numpy, PIL):
+the doctor must run in exactly the environments where those fail to import. They are imported
+only inside `collect()`, each guarded, and a failure becomes a fact the rules report.
 """
 from __future__ import annotations
 
@@ -16,6 +27,10 @@ from pathlib import Path
 from typing import Callable
 
 from packaging.version import InvalidVersion, Version
+
+EXIT_OK, EXIT_BROKEN, EXIT_ADVISORY = 0, 1, 3
+EXIT_CODES_HELP = (f"exit status: {EXIT_OK} no known problems; {EXIT_BROKEN} broken install (a PROBLEM line); "
+                   f"{EXIT_ADVISORY} advisory findings only (NOTE lines: clipspace works, with a limitation)")
 
 # distribution name -> what it is for (printed next to its version)
 PACKAGES = {
@@ -35,6 +50,7 @@ class Problem:
     what: str  # one line: what is wrong
     fix: str  # the command or step that fixes it
     ref: str = ""  # an upstream issue that explains it
+    advisory: bool = False  # True: clipspace works, with a limitation (exit 3 when only these are found)
 
     def __str__(self) -> str:
         return f"{self.what}\n    fix: {self.fix}" + (f"\n    see: {self.ref}" if self.ref else "")
@@ -56,17 +72,33 @@ def _import_error(module: str) -> str | None:
     return None
 
 
-def collect() -> dict:
-    """Everything the rules look at: versions (None = not installed), import errors, paths."""
-    from .figures import find_chrome
+def _find_chrome() -> str | None:
+    """figures.find_chrome, guarded: figures imports PIL, which may be the broken part."""
+    try:
+        from .figures import find_chrome
+    except Exception:  # noqa: BLE001 (figures (PIL) does not import: search PATH only)
+        names = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+        env = os.environ.get("BROWSER_PATH")
+        if env:
+            return env if os.path.isfile(env) and os.access(env, os.X_OK) else None
+        return next((found for name in names if (found := shutil.which(name))), None)
+    try:
+        return find_chrome()
+    except Exception:  # noqa: BLE001
+        return None
 
+
+def collect() -> dict:
+    """Everything the rules look at: versions (None = not installed), import errors, paths.
+
+    Heavy packages are imported here only, each inside a guard: a failing import is a fact."""
     labext = Path(sys.prefix) / "share" / "jupyter" / "labextensions"
     facts = {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "sys_prefix": sys.prefix,
         **{dist: _version(dist) for dist in PACKAGES},
-        "chromium": find_chrome(),
+        "chromium": _find_chrome(),
         "jupyter_on_path": shutil.which("jupyter"),
         "labextensions": sorted(str(p.parent.relative_to(labext)) for p in labext.glob("**/package.json")
                                 if "node_modules" not in p.parts) if labext.is_dir() else [],
@@ -75,10 +107,13 @@ def collect() -> dict:
         if facts.get({"open_clip": "open_clip_torch"}.get(module, module)):
             facts[f"{module}_import_error"] = _import_error(module)
     if facts["torch"] and not facts.get("torch_import_error"):
-        import torch
+        try:
+            import torch
 
-        facts["torch_cuda"] = torch.version.cuda
-        facts["cuda_available"] = torch.cuda.is_available()
+            facts["torch_cuda"] = torch.version.cuda
+            facts["cuda_available"] = torch.cuda.is_available()
+        except Exception as e:  # noqa: BLE001 (a torch that imports but cannot query CUDA: report it)
+            facts["torch_cuda"], facts["cuda_available"] = None, f"unknown ({type(e).__name__}: {e})"
     return facts
 
 
@@ -92,7 +127,7 @@ def _v(facts: dict, dist: str) -> Version | None:
 
 def missing_packages(f: dict) -> list[Problem]:
     missing = [d for d in REQUIRED if not f.get(d)]
-    return [Problem(f"not installed: {', '.join(missing)}", "pip install -e . (from the clipspace checkout)")] if missing else []
+    return [Problem(f"not installed: {', '.join(missing)}", "make lab (installs the lock from a clipspace checkout), or pip install 'clipspace[notebooks]'")] if missing else []
 
 
 def python_too_old(f: dict) -> list[Problem]:
@@ -145,7 +180,7 @@ def jupyter_from_another_env(f: dict) -> list[Problem]:
     return [Problem(f"`jupyter` on PATH ({jup}) is not from this environment ({prefix}); a server started from "
                     "elsewhere will not see this environment's widget extensions",
                     f"start the server with {Path(prefix) / 'bin' / 'jupyter'} lab (or `make lab`)",
-                    "https://github.com/jupyter-widgets/ipywidgets/issues/3823")]
+                    "https://github.com/jupyter-widgets/ipywidgets/issues/3823", advisory=True)]
 
 
 def torch_torchvision_mismatch(f: dict) -> list[Problem]:
@@ -166,13 +201,15 @@ def torch_torchvision_mismatch(f: dict) -> list[Problem]:
 def kaleido_without_chrome(f: dict) -> list[Problem]:
     kal = _v(f, "kaleido")
     if kal is None:
-        return [Problem("kaleido is not installed: figures save as HTML only", "pip install 'kaleido>=1'")]
+        return [Problem("kaleido is not installed: figures save as HTML only", "pip install 'kaleido>=1'",
+                        advisory=True)]
     if kal.major >= 1 and not f.get("chromium"):
         return [Problem("kaleido found no Chrome/Chromium: save_figure writes HTML only (PNG/SVG skipped)",
                         "sudo apt-get install chromium (Debian/Ubuntu), or `plotly_get_chrome` where downloads are "
-                        "allowed, or set BROWSER_PATH to a chrome binary")]
+                        "allowed, or set BROWSER_PATH to a chrome binary", advisory=True)]
     if kal.major < 1 and (_v(f, "plotly") or Version("0")) >= Version("6.1"):
-        return [Problem(f"kaleido {kal} is the old, unsupported engine for plotly {f['plotly']}", "pip install 'kaleido>=1'")]
+        return [Problem(f"kaleido {kal} is the old, unsupported engine for plotly {f['plotly']}", "pip install 'kaleido>=1'",
+                        advisory=True)]
     return []
 
 
@@ -186,6 +223,13 @@ def diagnose(facts: dict, rules=RULES) -> list[Problem]:
     return [p for rule in rules for p in rule(facts)]
 
 
+def exit_code(problems: list[Problem]) -> int:
+    """EXIT_OK without problems, EXIT_ADVISORY when every one is advisory, else EXIT_BROKEN."""
+    if not problems:
+        return EXIT_OK
+    return EXIT_ADVISORY if all(p.advisory for p in problems) else EXIT_BROKEN
+
+
 def report(facts: dict, problems: list[Problem]) -> str:
     row = lambda name, value, why: f"{name:<19}{value:<14} {why}"  # noqa: E731
     lines = [row("python", facts.get("python"), facts.get("sys_prefix"))]
@@ -194,12 +238,19 @@ def report(facts: dict, problems: list[Problem]) -> str:
     if "cuda_available" in facts:
         lines.append(row("torch CUDA", str(facts.get("torch_cuda")), f"GPU available: {facts['cuda_available']}"))
     lines.append("")
-    lines += [f"PROBLEM: {p}" for p in problems] or ["No known problems."]
+    lines += [f"PROBLEM: {p}" for p in problems if not p.advisory]
+    lines += [f"NOTE: {p}" for p in problems if p.advisory]
+    if not problems:
+        lines.append("No known problems.")
+    elif all(p.advisory for p in problems):
+        lines.append("No broken parts; the notes above are limitations (exit status 3).")
     return "\n".join(lines)
 
 
-def main() -> int:
-    facts = collect()
+def main(facts: dict | None = None) -> int:
+    """Print the report; return the exit status (EXIT_OK, EXIT_BROKEN or EXIT_ADVISORY, see the module
+    docstring). `facts` defaults to `collect()` (this environment)."""
+    facts = collect() if facts is None else facts
     problems = diagnose(facts)
     print(report(facts, problems))
-    return 1 if problems else 0
+    return exit_code(problems)

@@ -5,16 +5,24 @@ kept, in input order) that also carries `.sources`, `.failures` and `.truncated`
 
 Strictness: an explicit list of images is strict by default (a bad file raises BadImageError),
 because its rows are expected to line up with the list; a folder is not (bad files are skipped,
-listed in `.failures` and in a warning, and `.sources` says which file each row is).
+listed in `.failures` and in a warning, and `.sources` says which file each row is). Every entry
+of a folder that looks like an image but cannot be read (a dangling symlink, a loop, an unreadable
+file or subfolder) is in `.failures` once, with the true reason.
+
+Cache keys of files hash the bytes read for the embedding itself, in the same read: a file edited
+meanwhile, or rewritten with its size and date kept, can never file one content's vector under
+another's key (so files are read on every call, cached or not).
 
 Speed: images are read and preprocessed by a few threads (PIL and torch release the GIL) one
 batch ahead of the model, so decoding overlaps compute instead of waiting for it; texts are
 tokenized once, the next batch while the model runs on this one, and run through the text tower
 without the padding after the batch's longest text (`text_features`). Cached vectors are also kept in
-memory (`clipspace.cache`), so a rerun in the same session costs a lookup per input.
+memory (`clipspace.cache`), so a rerun in the same session costs a read and a hash per file, and
+a lookup per input, not a cache file read.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import warnings
@@ -31,8 +39,9 @@ from open_clip.transformer import text_global_pool
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .cache import VectorCache, describe_transform, digest, file_digest
-from .images import IMAGE_EXTENSIONS, WHITE, BadImageError, describe, list_images, load_image
+from .cache import VectorCache, describe_transform, digest
+from .images import (IMAGE_EXTENSIONS, WHITE, BadImageError, decode_image, describe, list_images, load_image,
+                     read_image_file)
 
 
 class Embeddings(np.ndarray):
@@ -58,74 +67,80 @@ def encode_images(clip, images, *, batch_size: int = 64, strict: bool | None = N
                   progress: bool | None = None, background=WHITE, max_pixels: int | None = None,
                   workers: int | None = None) -> Embeddings:
     """Embed `images`: a folder (recursive, sorted), or a list of file paths, PIL images and numpy
-    arrays (a single one, or a 4-d array, also works).
+    arrays (a single one, HxW or HxWxC, or a 4-d N x H x W x C array, also works).
 
     strict: raise on the first bad image (default for lists) or skip it (default for folders).
     cache: None caches file inputs only (keyed on file bytes); True also in-memory images (keyed on
       pixels); False never. Location: `clipspace.cache.cache_dir()`.
-    progress: a tqdm bar; None shows one when there are more than two batches to compute.
+    progress: a tqdm bar; None shows one when there are more than two batches of inputs.
     background, max_pixels: passed to `clipspace.images.load_image`.
     workers: threads reading and preprocessing images ahead of the model (None: one per CPU core,
       at most 4; 0: all on the calling thread).
     """
-    sources, from_folder = _image_list(images)
+    sources, from_folder, unlisted = _image_list(images)
     strict = (not from_folder) if strict is None else strict
     store = None
     if cache is not False and clip.weights_id:
         space = digest("image", clip.name, clip.weights_id, _dtype(clip), describe_transform(clip.preprocess),
                        tuple(background))
         store = VectorCache(space, clip.embed_dim)
-    rows, keys, failures, loaded = {}, {}, {}, {}
+    put = _writer(store)
+    rows, failures = {}, {}
 
     def fail(i, err: BadImageError):
         if strict:
             raise err
         failures[i] = err.reason
 
-    for i, src in enumerate(sources if store else []):  # look up the cache first
-        if isinstance(src, (str, os.PathLike)):
-            try:
-                keys[i] = digest("file", file_digest(src))
-            except OSError:
-                continue  # missing or unreadable: load_image below says why
-        elif cache:
-            try:
-                loaded[i] = load_image(src, background, max_pixels=max_pixels)
-            except BadImageError as e:
-                fail(i, e)
-                continue
-            keys[i] = digest("pixels", loaded[i].size, loaded[i].tobytes())
-        if i in keys and (hit := store.get(keys[i])) is not None:
-            rows[i] = hit
-
-    todo = [i for i in range(len(sources)) if i not in rows and i not in failures]
-    show = len(todo) > 2 * batch_size if progress is None else progress
-
-    def prepare(i):  # in a worker thread: read, convert and preprocess one image
+    def prepare(i):  # in a worker thread: read one input, look it up, else convert and preprocess it
+        src, key = sources[i], None
         try:
-            img = loaded.pop(i) if i in loaded else load_image(sources[i], background, max_pixels=max_pixels)
+            if i in unlisted:
+                raise BadImageError(src, unlisted[i])
+            if isinstance(src, (str, os.PathLike)):
+                # read once: the key hashes the very bytes decoded, so an edit meanwhile cannot mix them up
+                data = read_image_file(src)
+                key = digest("file", hashlib.sha256(data).hexdigest()) if store else None
+                if key and (hit := store.get(key)) is not None:
+                    return hit
+                img = decode_image(data, Path(src).expanduser(), background, max_pixels=max_pixels)
+            else:
+                img = load_image(src, background, max_pixels=max_pixels)
+                if store and cache:
+                    key = digest("pixels", img.size, img.tobytes())
+                    if (hit := store.get(key)) is not None:
+                        return hit
         except BadImageError as e:
             return e
-        return clip.preprocess(img)
+        return key, clip.preprocess(img)
 
-    batches = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
-    workers = _workers(len(todo)) if workers is None else int(workers)
-    with tqdm(total=len(todo), desc="embedding images", unit="img", disable=not show) as bar, \
+    pending = []  # (index, key, pixels) of misses, run through the model batch_size at a time
+
+    def run_model():
+        if pending:
+            for (i, key, _), v in zip(pending, clip.encode_tensors(torch.stack([p for _, _, p in pending]))):
+                rows[i] = v
+                if key:
+                    put(key, v)
+            pending.clear()
+
+    batches = [list(range(s, min(s + batch_size, len(sources)))) for s in range(0, len(sources), batch_size)]
+    show = len(sources) > 2 * batch_size if progress is None else progress
+    workers = _workers(len(sources)) if workers is None else int(workers)
+    with tqdm(total=len(sources), desc="embedding images", unit="img", disable=not show) as bar, \
             _ahead(prepare, batches, workers) as prepared:
         for batch, results in zip(batches, prepared):
-            pixels, ok = [], []
             for i, r in zip(batch, results):
                 if isinstance(r, BadImageError):
                     fail(i, r)
+                elif isinstance(r, np.ndarray):  # a cached vector
+                    rows[i] = r
                 else:
-                    pixels.append(r)
-                    ok.append(i)
-            if ok:
-                for i, v in zip(ok, clip.encode_tensors(torch.stack(pixels))):
-                    rows[i] = v
-                    if i in keys:
-                        _put(store, keys[i], v)
+                    pending.append((i, *r))
+                    if len(pending) == batch_size:
+                        run_model()
             bar.update(len(batch))
+        run_model()
 
     kept = sorted(rows)
     failed = [(sources[i], failures[i]) for i in sorted(failures)]
@@ -151,6 +166,7 @@ def encode_texts(clip, texts, *, batch_size: int = 256, cache: bool = False,
     if cache and clip.weights_id:
         space = digest("text", clip.name, clip.weights_id, _dtype(clip), type(clip.tokenizer).__name__, ctx)
         store = VectorCache(space, clip.embed_dim)
+    put = _writer(store)
     rows = {i: v for i, t in enumerate(texts) if store and (v := store.get(digest(t))) is not None}
     todo = [i for i in range(len(texts)) if i not in rows]
     counts = _token_counts(clip.tokenizer)
@@ -165,7 +181,7 @@ def encode_texts(clip, texts, *, batch_size: int = 256, cache: bool = False,
             for i, v in zip(batch, z):
                 rows[i] = v
                 if store:
-                    _put(store, digest(texts[i]), v)
+                    put(digest(texts[i]), v)
             bar.update(len(batch))
     # cached texts were not tokenized above: count theirs (remembered per tokenizer in this process)
     truncated = [i for i, t in enumerate(texts) if (_count(clip.tokenizer, t, counts) or 0) > ctx]
@@ -274,18 +290,25 @@ def token_count(tokenizer, text: str) -> int | None:
     return None
 
 
-def _image_list(images) -> tuple[list, bool]:
-    """(sources, from_folder) for any accepted `images` argument."""
+def _image_list(images) -> tuple[list, bool, dict]:
+    """(sources, from_folder, unlisted) for any accepted `images` argument; `unlisted` maps the
+    index of each subfolder that could not be listed to the reason."""
+    if isinstance(images, (str, os.PathLike)) and os.fspath(images) in ("", b""):  # Path("") is "."
+        raise ValueError("encode_images: images is an empty path; give an image file, a folder, "
+                         "or a list of paths, PIL images or arrays")
     if isinstance(images, (str, os.PathLike)) and Path(images).expanduser().is_dir():
-        files = list_images(Path(images).expanduser())
-        if not files:
+        root, errors = Path(images).expanduser(), []
+        files = list_images(root, errors)
+        if not files and not errors:
             raise BadImageError(images, f"no image files in this folder (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
-        return files, True
+        sources = sorted(files + [d for d, _ in errors], key=lambda p: p.relative_to(root).as_posix())
+        reasons = dict(errors)
+        return sources, True, {i: reasons[p] for i, p in enumerate(sources) if p in reasons}
     if isinstance(images, (str, os.PathLike, Image.Image)):
-        return [images], False
-    if isinstance(images, np.ndarray):
-        return (list(images) if images.ndim == 4 else [images]), False
-    return list(images), False
+        return [images], False, {}
+    if isinstance(images, np.ndarray):  # one HxW or HxWxC image, or a stack N x H x W x C (see load_image)
+        return (list(images) if images.ndim == 4 else [images]), False, {}
+    return list(images), False, {}
 
 
 def usable_cores() -> int:
@@ -339,11 +362,20 @@ def _dtype(clip) -> str:
     return str(next(clip.model.parameters()).dtype)
 
 
-def _put(store: VectorCache, key: str, v: np.ndarray) -> None:
-    try:
-        store.put(key, v)
-    except OSError as e:  # a full or read-only disk must not cost the user their embeddings
-        _warn(f"could not write the embedding cache in {store.dir}: {e}")
+def _writer(store: VectorCache | None):
+    """`put(key, vector)` into `store` for one call: a full or read-only disk must not cost the
+    user their embeddings, and warns once per call, not once per input."""
+    failed = []
+
+    def put(key: str, v: np.ndarray) -> None:
+        try:
+            store.put(key, v)
+        except OSError as e:
+            if not failed:
+                failed.append(e)
+                _warn(f"could not write the embedding cache in {store.dir} ({e}); the embeddings are "
+                      "returned but not cached")
+    return put
 
 
 def _warn(message: str) -> None:

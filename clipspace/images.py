@@ -4,18 +4,27 @@
 the EXIF orientation (before anything else, so width and height are the displayed ones), a pixel
 limit against decompression bombs, and a conversion to RGB that keeps what is visible: transparency
 is composited onto a stated background, 16-bit data is rescaled (not clipped) to 8 bits, CMYK and
-palette images are converted. Anything that cannot be read raises `BadImageError` naming the source.
+palette images are converted. Anything that cannot be read raises `BadImageError` naming the source
+and the true reason (missing, dangling symlink, permission denied, over the pixel limit, corrupt...).
+A file is read once and decoded from those bytes (`read_image_file`, `decode_image`), so a caller
+that hashes the bytes knows exactly which content it decoded. PIL's process-wide settings are as
+they were after every call: warning filters are never touched, and Image.MAX_IMAGE_PIXELS is raised
+(to a higher max_pixels) only while a header is parsed, never while decoding (`_open_header`).
 """
 from __future__ import annotations
 
+import errno
+import io
 import os
-import warnings
+import re
+import stat
+import threading
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from .clip import ClipspaceError
+from .errors import BadImageError, describe_source as describe
 
 MAX_PIXELS = 89_478_485  # PIL's own default limit (a 0.25 GB RGB bitmap); raise it per call or here
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp",
@@ -23,31 +32,30 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".gif", ".bmp", 
 WHITE = (255, 255, 255)
 
 
-class BadImageError(ClipspaceError, ValueError):
-    """An image that cannot be read; `.source` names it, `.reason` says why."""
-
-    def __init__(self, source, reason: str):
-        self.source, self.reason = source, reason
-        super().__init__(f"{describe(source)}: {reason}")
-
-
-def describe(source) -> str:
-    """A short human name for an image source, for error messages."""
-    if isinstance(source, (str, os.PathLike)):
-        return str(source)
-    if isinstance(source, Image.Image):
-        return f"<PIL image {source.mode} {source.size[0]}x{source.size[1]}>"
-    if isinstance(source, np.ndarray):
-        return f"<array {source.dtype} {tuple(source.shape)}>"
-    return f"<{type(source).__name__}>"
-
-
-def list_images(folder: str | os.PathLike) -> list[Path]:
+def list_images(folder: str | os.PathLike, errors: list | None = None) -> list[Path]:
     """Image files under `folder`, recursively, sorted by relative path; hidden files and folders
-    (names starting with '.', e.g. macOS '._x.jpg' resource forks) are skipped."""
+    (names starting with '.', e.g. macOS '._x.jpg' resource forks) are skipped, and symlinked
+    folders are not followed. Entries named like images are listed even when they cannot be read
+    (dangling symlinks, loops, unreadable files): loading them says why. A subfolder that cannot be
+    listed is appended to `errors` as (path, reason), or raises BadImageError without `errors`."""
     root = Path(folder)
-    found = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-             and not any(part.startswith(".") for part in p.relative_to(root).parts)]
+    found, todo = [], [root]
+    while todo:
+        d = todo.pop()
+        try:
+            entries = list(os.scandir(d))
+        except OSError as e:
+            if errors is None or d == root:
+                raise BadImageError(d, f"{_os_reason(e)}: cannot list this folder") from None
+            errors.append((d, f"{_os_reason(e)}: cannot list this folder"))
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                todo.append(d / entry.name)
+            elif Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS and not os.path.isdir(entry.path):
+                found.append(d / entry.name)
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
@@ -56,7 +64,8 @@ def load_image(source, background=WHITE, *, max_pixels: int | None = None) -> Im
     as an 8-bit RGB PIL image. `max_pixels` defaults to `clipspace.images.MAX_PIXELS`."""
     limit = MAX_PIXELS if max_pixels is None else int(max_pixels)
     if isinstance(source, (str, os.PathLike)):
-        return _from_file(Path(source).expanduser(), background, limit)
+        data = read_image_file(source)
+        return decode_image(data, Path(source).expanduser(), background, max_pixels=limit)
     if isinstance(source, Image.Image):
         _check_size(source, source.size, limit)
         return to_rgb(ImageOps.exif_transpose(source), background, source)
@@ -66,42 +75,105 @@ def load_image(source, background=WHITE, *, max_pixels: int | None = None) -> Im
                                 "give a file path, a PIL image or a numpy array (HxW or HxWxC)")
 
 
-def _from_file(path: Path, background, limit: int) -> Image.Image:
-    if not path.exists():
-        raise BadImageError(path, "file not found")
-    if path.is_dir():
-        raise BadImageError(path, "is a folder, not an image file")
-    if path.stat().st_size == 0:
-        raise BadImageError(path, "empty file (0 bytes)")
-    # PIL refuses images over 2x its own limit before we can look; raise it to ours when ours is higher.
-    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, limit)
+def read_image_file(path: str | os.PathLike) -> bytes:
+    """The bytes of the file at `path` (~ expanded), or BadImageError saying truly why not."""
+    if os.fspath(path) in ("", b""):  # Path("") would be ".", the current folder
+        raise BadImageError(path, "empty path (no file name given)")
+    path = Path(path).expanduser()
+    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer (fstat below refuses it)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as e:
+        if isinstance(e, PermissionError) and path.is_dir():  # Windows cannot open a folder
+            raise BadImageError(path, "is a folder, not an image file") from None
+        if isinstance(e, FileNotFoundError) and path.is_symlink():
+            raise BadImageError(path, f"dangling symlink (points to {os.readlink(path)})") from None
+        raise BadImageError(path, _os_reason(e)) from None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
-            with Image.open(path) as im:
-                _check_size(path, im.size, limit)
-                im.load()  # decode now: truncated and corrupt files fail here, not later
-                return to_rgb(ImageOps.exif_transpose(im), background, path)
+        kind = os.fstat(fd).st_mode
+        if stat.S_ISDIR(kind):
+            raise BadImageError(path, "is a folder, not an image file")
+        if not stat.S_ISREG(kind):
+            what = "a FIFO" if stat.S_ISFIFO(kind) else "a socket" if stat.S_ISSOCK(kind) else "a device"
+            raise BadImageError(path, f"not a regular file ({what})")
+        with open(fd, "rb", closefd=False) as f:
+            data = f.read()
+    except OSError as e:
+        raise BadImageError(path, _os_reason(e)) from None
+    finally:
+        os.close(fd)
+    if not data:
+        raise BadImageError(path, "empty file (0 bytes)")
+    return data
+
+
+def _os_reason(e: OSError) -> str:
+    reasons = {errno.ENOENT: "file not found", errno.ENOTDIR: "file not found", errno.ELOOP: "symlink loop",
+               errno.EACCES: "permission denied", errno.EPERM: "permission denied"}
+    return reasons.get(e.errno) or f"cannot read it ({e.strerror or e})"
+
+
+def decode_image(data: bytes, source, background=WHITE, *, max_pixels: int | None = None) -> Image.Image:
+    """`data`, the bytes of image file `source` (named in errors), as `load_image(source)` returns it."""
+    limit = MAX_PIXELS if max_pixels is None else int(max_pixels)
+    try:
+        with _open_header(io.BytesIO(data), source, limit) as im:
+            _check_size(source, im.size, limit)
+            im.load()  # decode now: truncated and corrupt files fail here, not later
+            return to_rgb(ImageOps.exif_transpose(im), background, source)
     except BadImageError:
         raise
     except Image.UnidentifiedImageError:
-        raise BadImageError(path, "not an image file PIL can read") from None
+        raise BadImageError(source, "not an image file PIL can read") from None
+    except Image.DecompressionBombError as e:  # a frame or tile checked while decoding, by PIL's own limit
+        raise BadImageError(source, f"over PIL's own pixel limit, PIL.Image.MAX_IMAGE_PIXELS, while decoding ({e})") \
+            from None
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for broken files
-        raise BadImageError(path, f"truncated or corrupt image ({type(e).__name__}: {e})") from None
+        raise BadImageError(source, f"truncated or corrupt image ({type(e).__name__}: {e})") from None
+
+
+_PIL_LIMIT = threading.Lock()  # held while PIL's process-wide Image.MAX_IMAGE_PIXELS is raised for one call
+
+
+def _open_header(fp, source, limit: int) -> Image.Image:
+    """Image.open (it parses the header only) with PIL's own size check no stricter than `limit`.
+
+    PIL refuses images over 2x Image.MAX_IMAGE_PIXELS and warns above it, process-wide, from any
+    thread. When our limit is higher, the global is raised for the header parse only and restored
+    before decoding, so PIL never warns for a size we accept (no `warnings` filter needed, which is
+    not thread-safe) and a bomb opened elsewhere in the process is still refused afterwards."""
+    try:
+        with _PIL_LIMIT:  # every open takes it: one that reads the global must not see another's raise
+            pil = Image.MAX_IMAGE_PIXELS
+            if pil is None or limit <= pil:
+                return Image.open(fp)
+            Image.MAX_IMAGE_PIXELS = limit
+            try:
+                return Image.open(fp)
+            finally:
+                Image.MAX_IMAGE_PIXELS = pil
+    except Image.DecompressionBombError as e:  # over 2x a limit >= ours: over ours too
+        size = re.search(r"(\d+) pixels", str(e))  # PIL's message holds the size; im.size is out of reach
+        raise _too_big(source, f"{int(size[1]):,} pixels" if size else "the image", limit) from None
 
 
 def _check_size(source, size, limit: int) -> None:
     if size[0] * size[1] > limit:
-        raise BadImageError(source, f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels is over the limit of "
-                                    f"{limit:,} (a guard against decompression bombs); if you trust the file, "
-                                    "pass max_pixels=N or set clipspace.images.MAX_PIXELS")
+        raise _too_big(source, f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels", limit)
+
+
+def _too_big(source, what: str, limit: int) -> BadImageError:
+    return BadImageError(source, f"{what} is over the limit of {limit:,} pixels (a guard against decompression "
+                                 "bombs); if you trust the file, pass max_pixels=N or set clipspace.images.MAX_PIXELS")
 
 
 def _from_array(a: np.ndarray) -> Image.Image:
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))):
-        raise BadImageError(a, "expected an HxW or HxWxC array with C in 1, 3, 4 (channels last)")
+        stack = "; for several images (N, H, W) is ambiguous: pass a list of HxW arrays or an (N, H, W, C) array" \
+            if a.ndim == 3 else ""
+        raise BadImageError(a, f"expected an HxW or HxWxC array with C in 1, 3, 4 (channels last), got shape "
+                               f"{tuple(a.shape)}{stack}")
     if a.dtype == np.uint8:
         pass
     elif a.dtype == np.uint16:

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from . import world
-from .clip import ClipModel, load_clip
+from .clip import ClipModel
+from .factory import load_clip
 from .zero_shot import WORLD_TEMPLATES, build_classifier
 
 TARGETS = {"colour": 0.99, "shape": 0.97, "relation": 0.90, "count": 0.90, "reading": 0.90}

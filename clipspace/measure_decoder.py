@@ -20,7 +20,8 @@ import torch
 
 from . import world
 from .cache import digest, file_digest, write_atomic
-from .clip import ClipModel, load_clip
+from .clip import ClipModel
+from .factory import load_clip
 from .measure_clip import markdown_table
 from .decoder import PixelDecoder, load_decoder
 from .unclip import decode, invert, psnr, random_noise, text_direction, text_diff, variations

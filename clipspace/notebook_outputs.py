@@ -11,6 +11,9 @@ output, so those keep it. Two commands:
 `record` executes the notebook (in its own folder) `--runs` times (default 2) and refuses to store
 anything if a checked cell printed differently between runs, after the same sanitizing nbval does
 (notebooks/sanitize.cfg): a checked output must be deterministic.
+
+nbformat and nbclient come with the optional extra `clipspace[notebooks]`: they are imported inside
+the functions that need them, and the command says in one line what to install when they are missing.
 """
 from __future__ import annotations
 
@@ -21,8 +24,6 @@ import re
 import sys
 from pathlib import Path
 
-import nbformat
-
 CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
 DEFAULT_SANITIZE = Path(__file__).resolve().parent.parent / "notebooks" / "sanitize.cfg"
 
@@ -31,7 +32,19 @@ def is_checked(cell) -> bool:
     return cell.cell_type == "code" and any(line.strip().startswith(CHECK_MARK) for line in cell.source.splitlines())
 
 
-def strip(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+def _nbformat():
+    try:
+        import nbformat
+    except ImportError as e:
+        raise MissingNotebookTools(f"nbformat is not installed ({e}); pip install 'clipspace[notebooks]'") from None
+    return nbformat
+
+
+class MissingNotebookTools(ImportError):
+    """nbformat/nbclient are missing: they come with `pip install 'clipspace[notebooks]'`."""
+
+
+def strip(nb: "nbformat.NotebookNode") -> "nbformat.NotebookNode":
     """A copy with outputs and execution counts removed, except the outputs of checked cells."""
     nb = copy.deepcopy(nb)
     nb.metadata.pop("widgets", None)  # widget state of the last run: large and stale
@@ -86,7 +99,10 @@ def checked_text(nb, sanitizers=()) -> list[tuple[int, str]]:
 
 def execute(nb, cwd: Path, timeout: int = 600, kernel_name: str = "python3"):
     """Run a copy of `nb` top to bottom in `cwd`; raises nbclient's CellExecutionError naming the cell."""
-    from nbclient import NotebookClient
+    try:
+        from nbclient import NotebookClient
+    except ImportError as e:
+        raise MissingNotebookTools(f"nbclient is not installed ({e}); pip install 'clipspace[notebooks]'") from None
 
     nb = copy.deepcopy(nb)
     NotebookClient(nb, timeout=timeout, kernel_name=kernel_name, resources={"metadata": {"path": str(cwd)}}).execute()
@@ -100,7 +116,7 @@ class NondeterministicOutput(RuntimeError):
 def record(path: str | Path, runs: int = 2, timeout: int = 600, sanitize: str | Path | None = DEFAULT_SANITIZE) -> list[int]:
     """Execute the notebook `runs` times; store the checked cells' outputs (only those). Returns their indices."""
     path = Path(path)
-    source = nbformat.read(path, as_version=4)
+    source = _nbformat().read(path, as_version=4)
     sanitizers = load_sanitizers(sanitize)
     executed = [execute(source, path.parent, timeout) for _ in range(max(1, runs))]
     first = checked_text(executed[0], sanitizers)
@@ -122,7 +138,7 @@ def record(path: str | Path, runs: int = 2, timeout: int = 600, sanitize: str | 
 def _write(path: Path, nb) -> None:
     from .cache import write_atomic
 
-    write_atomic(path, nbformat.writes(nb) + "\n")
+    write_atomic(path, _nbformat().writes(nb) + "\n")
 
 
 def main(argv=None) -> int:
@@ -142,6 +158,14 @@ def main(argv=None) -> int:
     for p in args.notebooks:
         if not p.is_file():
             ap.error(f"{p}: no such notebook")
+    try:
+        nbformat = _nbformat()
+        if args.command == "record":
+            from nbclient.exceptions import CellExecutionError
+    except ImportError as e:
+        msg = str(e) if isinstance(e, MissingNotebookTools) else f"nbclient is not installed ({e}); pip install 'clipspace[notebooks]'"
+        print(f"{ap.prog}: {msg}", file=sys.stderr)
+        return 2
     status = 0
     for p in args.notebooks:
         if args.command == "strip":
@@ -159,8 +183,6 @@ def main(argv=None) -> int:
                     _write(p, stripped)
                     print(f"{p}: stripped")
         else:
-            from nbclient.exceptions import CellExecutionError
-
             try:
                 cells = record(p, runs=args.runs, timeout=args.timeout, sanitize=args.sanitize)
             except (NondeterministicOutput, CellExecutionError) as e:

@@ -18,7 +18,14 @@ together; PCA's linear transform shows it either way.
 
 `ProjectionCache.fit(projection, X)` returns a fitted copy, refitting only when the method, its
 parameters or the input array changed: in memory, and optionally on disk (one .npz per fit, keyed
-on everything that changes the result, written atomically, checked on load and refit if corrupt).
+on everything that changes the result, written atomically, checked on load and refit if corrupt
+or if any stored array holds NaN/inf). A cache that cannot write (read-only folder, full disk, a
+path that is not a folder) warns once and keeps working from memory: a finished fit is never lost.
+
+How few points: PCA works from 2; t-SNE from 2 (perplexity must be below the number of points);
+UMAP from 3 with init="random" or "pca", and from n_components + 2 (4 for a 2-D map) with its
+default spectral init (its eigen-solver needs more points than eigenvectors). Below that they raise
+a ValueError that says so and suggests PCA.
 """
 from __future__ import annotations
 
@@ -39,7 +46,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .cache import cache_dir, write_atomic
 
-CACHE_FORMAT = 1  # bump when the .npz layout or a fitting recipe changes: old files then miss
+CACHE_FORMAT = 2  # 2: PCA stores whiten_scale_. Bump when the .npz layout or a fitting recipe changes: old files then miss
 
 
 def _as_matrix(X, name: str = "X") -> np.ndarray:
@@ -58,35 +65,31 @@ def _as_matrix(X, name: str = "X") -> np.ndarray:
 def knn_place(X_fit: np.ndarray, Y_fit: np.ndarray, X_new: np.ndarray, k: int = 10,
               metric: str = "cosine", chunk: int = 1024) -> np.ndarray:
     """Place new points on a fitted map: the inverse-distance weighted mean of the map positions
-    `Y_fit` of their `k` nearest fitted points `X_fit` (Shepard interpolation).
+    `Y_fit` of their `k` nearest fitted points `X_fit` (Shepard interpolation), by scikit-learn's
+    KNeighborsRegressor (brute force, float64) with our weights.
 
     Weights are 1 / distance**2 over the k nearest, so a new point equal to a fitted point (distance
     0) lands exactly on it, and a point about equally far from its neighbours lands at their mean.
-    `metric`: "cosine" (CLIP's geometry) or "euclidean".
+    `metric`: "cosine" (CLIP's geometry) or "euclidean". `chunk` rows of X_new are placed at a time.
     """
+    from sklearn.neighbors import KNeighborsRegressor
+
+    def shepard(d: np.ndarray) -> np.ndarray:
+        # ours, not weights="distance": that is 1/d, 0.19 off on a N(0, 1) map (coincident points: ties share)
+        exact = d <= 1e-9
+        return np.where(exact.any(1, keepdims=True), exact.astype(np.float64), 1.0 / np.maximum(d, 1e-9) ** 2)
+
     if metric not in ("cosine", "euclidean"):
         raise ValueError(f"knn_place: metric={metric!r}; use 'cosine' or 'euclidean'")
     k = int(min(k, len(X_fit)))
     if k < 1:
         raise ValueError("knn_place: k must be at least 1")
-    A = X_fit.astype(np.float64)
-    if metric == "cosine":
-        A = A / np.maximum(np.linalg.norm(A, axis=1, keepdims=True), 1e-12)
-    sq = (A ** 2).sum(1)
+    reg = KNeighborsRegressor(n_neighbors=k, weights=shepard, algorithm="brute", metric=metric)
+    reg.fit(np.asarray(X_fit, dtype=np.float64), np.asarray(Y_fit, dtype=np.float64))
+    X_new = np.asarray(X_new, dtype=np.float64)
     out = np.empty((len(X_new), Y_fit.shape[1]), dtype=np.float64)
     for s in range(0, len(X_new), chunk):
-        B = X_new[s:s + chunk].astype(np.float64)
-        if metric == "cosine":
-            B = B / np.maximum(np.linalg.norm(B, axis=1, keepdims=True), 1e-12)
-            d = np.maximum(1.0 - B @ A.T, 0.0)
-        else:
-            d = np.sqrt(np.maximum((B ** 2).sum(1)[:, None] + sq[None, :] - 2.0 * B @ A.T, 0.0))
-        nn = np.argpartition(d, k - 1, axis=1)[:, :k]
-        dn = np.take_along_axis(d, nn, axis=1)
-        exact = dn <= 1e-9  # coincident with a fitted point: take it (ties: their mean)
-        w = np.where(exact.any(1, keepdims=True), exact.astype(np.float64), 1.0 / np.maximum(dn, 1e-9) ** 2)
-        w /= w.sum(1, keepdims=True)
-        out[s:s + chunk] = np.einsum("nk,nkc->nc", w, Y_fit[nn])
+        out[s:s + chunk] = reg.predict(X_new[s:s + chunk]).reshape(-1, Y_fit.shape[1])
     return out.astype(np.float32)
 
 
@@ -137,11 +140,29 @@ class Projection(TransformerMixin, BaseEstimator):
         """Rebuild what transform needs beyond the stored arrays (the fitted input, for kNN)."""
 
 
+def whitening_scale(explained_variance: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """The divisor of each principal coordinate when whitening: its standard deviation, except for
+    components with numerically zero variance (duplicate points, fewer distinct points than
+    components), which are left UNSCALED (divisor 1): their coordinates are rounding noise around 0,
+    and dividing by a ~0 deviation would give 0/0 = NaN or blow the noise up to unit size.
+
+    "Numerically zero", as in numpy.linalg.matrix_rank: deviation <= max(n, d) * eps(float32) * a
+    reference, here the largest deviation or the largest |entry| of X, whichever is bigger (so that
+    all-identical points, whose every deviation is noise, count as zero too). Elsewhere this equals
+    scikit-learn's PCA(whiten=True)."""
+    std = np.sqrt(np.maximum(np.asarray(explained_variance, dtype=np.float64), 0.0))
+    ref = max(float(std.max(initial=0.0)), float(np.abs(X).max(initial=0.0)))
+    tol = max(X.shape) * float(np.finfo(np.float32).eps) * ref
+    return np.where(std > tol, std, 1.0).astype(np.float32)
+
+
 class PCAProjection(Projection):
-    """Principal components (scikit-learn's PCA); transform is the linear map (x - mean_) @ components_.T."""
+    """Principal components (scikit-learn's PCA); transform is the linear map (x - mean_) @ components_.T,
+    divided by `whiten_scale_` when `whiten` (see `whitening_scale`: zero-variance components stay unscaled)."""
 
     method = "pca"
-    _state_names = ("embedding_", "mean_", "components_", "explained_variance_", "explained_variance_ratio_")
+    _state_names = ("embedding_", "mean_", "components_", "explained_variance_", "explained_variance_ratio_",
+                    "whiten_scale_")
 
     def __init__(self, n_components: int = 2, whiten: bool = False, random_state: int | None = 0):
         self.n_components = n_components
@@ -151,17 +172,20 @@ class PCAProjection(Projection):
     def _fit(self, X):
         from sklearn.decomposition import PCA
 
-        pca = PCA(n_components=self.n_components, whiten=self.whiten, random_state=self.random_state).fit(X)
+        with np.errstate(invalid="ignore", divide="ignore"):  # identical points: 0/0 ratio, handled below
+            pca = PCA(n_components=self.n_components, whiten=self.whiten, random_state=self.random_state).fit(X)
         self.mean_ = pca.mean_.astype(np.float32)
         self.components_ = pca.components_.astype(np.float32)
         self.explained_variance_ = pca.explained_variance_.astype(np.float32)
-        self.explained_variance_ratio_ = pca.explained_variance_ratio_.astype(np.float32)
+        # all points identical: scikit-learn's ratio is 0/0 = NaN; no component explains anything
+        self.explained_variance_ratio_ = np.nan_to_num(pca.explained_variance_ratio_, nan=0.0).astype(np.float32)
+        self.whiten_scale_ = whitening_scale(pca.explained_variance_, X)
         self.embedding_ = self._transform(X)
 
     def _transform(self, X):
         Z = (X - self.mean_) @ self.components_.T
         if self.whiten:
-            Z = Z / np.sqrt(self.explained_variance_)
+            Z = Z / self.whiten_scale_
         return Z.astype(np.float32)
 
 
@@ -207,7 +231,9 @@ class TSNEProjection(_KNNTransformMixin, Projection):
         self._check_metric()
         if not self.perplexity < len(X):
             raise ValueError(f"TSNEProjection: perplexity={self.perplexity} must be below the number of points "
-                             f"({len(X)}); lower it (5-50 is usual, about n/3 at most)")
+                             f"({len(X)}): t-SNE needs at least {int(self.perplexity) + 1} points for it. Lower "
+                             "perplexity (5-50 is usual, about n/3 at most; t-SNE works from 2 points with "
+                             "perplexity=1), or use PCA (make_projection('pca')), which works from 2 points")
         tsne = TSNE(n_components=self.n_components, perplexity=self.perplexity,
                     early_exaggeration=self.early_exaggeration, learning_rate=self.learning_rate,
                     max_iter=self.max_iter, metric=self.metric, init=self.init, random_state=self.random_state)
@@ -238,11 +264,24 @@ class UMAPProjection(_KNNTransformMixin, Projection):
         self.transform_neighbors = transform_neighbors
         self.random_state = random_state
 
+    def min_points(self) -> int:
+        """The fewest points UMAP can map with these parameters: n_components + 2 with the spectral
+        init (its eigen-solver needs more points than eigenvectors; umap-learn dies with a TypeError
+        from scipy below that), else 3 (n_neighbors >= 2 must stay below the number of points)."""
+        spectral = isinstance(self.init, str) and self.init == "spectral"
+        return max(3, self.n_components + 2) if spectral else 3
+
     def _fit(self, X):
         self._check_metric()
+        need = self.min_points()
+        if len(X) < need:
+            how = (f"n_components + 2 = {need} with init='spectral', 3 with init='random'"
+                   if need > 3 else "n_neighbors >= 2 must be below the number of points")
+            raise ValueError(f"UMAPProjection: UMAP needs at least {need} points ({how}); got {len(X)}. "
+                             "For so few points use PCA (make_projection('pca')), which works from 2 points")
         if not 2 <= self.n_neighbors < len(X):
             raise ValueError(f"UMAPProjection: n_neighbors={self.n_neighbors} must be in [2, n_points) "
-                             f"with {len(X)} points; lower it")
+                             f"with {len(X)} points; lower it (or use PCA for so few points)")
         _quiet_numba_threads()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*(n_jobs value|precomputed_knn|search index|"
@@ -321,6 +360,7 @@ class ProjectionCache:
         self.fits = 0
         self.hits = 0
         self._memory: OrderedDict[tuple, Projection] = OrderedDict()
+        self._write_warned = False  # a cache that cannot write says so once, not once per fit
 
     def key(self, projection: Projection, X: np.ndarray) -> tuple[str, str, str]:
         return (projection.method, _params_json(projection), array_digest(X))
@@ -342,6 +382,8 @@ class ProjectionCache:
         else:
             fitted = clone(projection).fit(X)
             self.fits += 1
+            if not _finite_state(fitted._state()):
+                return fitted  # never served from a cache: the next call fits again
             if self.directory is not None:
                 self._save(fitted, key)
         self._memory[key] = fitted
@@ -371,7 +413,10 @@ class ProjectionCache:
 
     def _load(self, projection: Projection, X: np.ndarray, key: tuple) -> Projection | None:
         path = self._file(key)
-        if not path.exists():
+        try:
+            if not path.is_file():
+                return None
+        except OSError:  # e.g. a folder we may not look into: a miss, and _save will say why
             return None
         try:
             with np.load(path, allow_pickle=False) as f:
@@ -379,8 +424,11 @@ class ProjectionCache:
                     raise ValueError("stored key differs")
                 state = {name: f[name] for name in type(projection)._state_names}
             n_comp = projection.get_params()["n_components"]
-            if state["embedding_"].shape != (len(X), n_comp) or not np.isfinite(state["embedding_"]).all():
+            if state["embedding_"].shape != (len(X), n_comp):
                 raise ValueError(f"embedding_ has shape {state['embedding_'].shape}, expected {(len(X), n_comp)}")
+            if not _finite_state(state):
+                bad = [name for name, a in state.items() if not _finite_state({name: a})]
+                raise ValueError(f"stored {', '.join(bad)} hold NaN or inf")
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             warnings.warn(f"projection cache file {path} is unreadable ({e}); refitting and replacing it",
                           stacklevel=3)
@@ -390,9 +438,23 @@ class ProjectionCache:
         return fitted
 
     def _save(self, fitted: Projection, key: tuple) -> None:
+        """Write the fit; if that fails (read-only folder, full disk, not a folder), warn once and go on."""
         buf = io.BytesIO()
         np.savez(buf, __key__=np.array(self._disk_key(key)), **fitted._state())
-        write_atomic(self._file(key), buf.getvalue())
+        path = self._file(key)
+        try:
+            write_atomic(path, buf.getvalue())
+        except OSError as e:
+            if not self._write_warned:
+                self._write_warned = True
+                warnings.warn(f"projection cache cannot write {path} ({type(e).__name__}: {e.strerror or e}); "
+                              "fits are kept in memory only (this warning is shown once per cache)",
+                              RuntimeWarning, stacklevel=4)
+
+
+def _finite_state(state: dict[str, np.ndarray]) -> bool:
+    """True when every floating array of a fitted state is free of NaN and inf."""
+    return all(np.isfinite(a).all() for a in map(np.asarray, state.values()) if a.dtype.kind in "fc")
 
 
 def default_cache_dir() -> Path:

@@ -33,7 +33,8 @@ from pathlib import Path
 import torch
 from diffusers import DDIMScheduler, StableUnCLIPImg2ImgPipeline
 
-from .decoder import DecoderMismatchError, classifier_free_guidance
+from .decoder import classifier_free_guidance
+from .errors import DecoderMismatchError, DecoderNotAvailableError
 
 HUB_MODELS = {  # hub id -> the open_clip architecture of the CLIP it was trained on
     "stabilityai/stable-diffusion-2-1-unclip": "ViT-H-14",
@@ -41,8 +42,7 @@ HUB_MODELS = {  # hub id -> the open_clip architecture of the CLIP it was traine
 }
 
 
-class StableUnclipNotAvailableError(OSError):
-    """The Stable unCLIP weights are neither a local directory nor in the Hugging Face cache."""
+StableUnclipNotAvailableError = DecoderNotAvailableError  # the name this module's users know
 
 
 def _arch_key(name: str) -> str:

@@ -8,6 +8,12 @@ DIR/index.html linking them. The notebooks themselves are never modified.
 
 A failing cell does not stop the tour: the partial HTML (with the traceback) is still written, and
 the tour ends non-zero naming each failed notebook, cell number and error.
+
+Before anything runs, DIR is checked (`check_out_dir`): it must be a folder clipspace can create
+or write, and neither the notebooks folder nor inside it nor containing it, so a tour never
+overwrites or mixes with the source notebooks. nbformat/nbclient/nbconvert come with the optional
+extra `clipspace[notebooks]`; they are imported inside functions, and `require_notebook_tools()`
+says in one line what to install when they are missing.
 """
 from __future__ import annotations
 
@@ -18,9 +24,45 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nbformat
+from .errors import ClipspaceError
 
-from .figures import FIGURE_DIR_ENV
+NOTEBOOK_TOOLS = ("nbformat", "nbclient", "nbconvert")  # from `pip install 'clipspace[notebooks]'`
+
+
+def require_notebook_tools() -> None:
+    """Raise ClipspaceError (one line: what is missing, what to install) unless the notebook tools import."""
+    for module in NOTEBOOK_TOOLS:
+        try:
+            __import__(module)
+        except ImportError as e:
+            raise ClipspaceError(f"the notebook tools are not installed ({module}: {e}); "
+                                 "pip install 'clipspace[notebooks]'") from None
+
+
+def check_out_dir(out: str | os.PathLike, notebooks: str | os.PathLike) -> Path:
+    """`out` as a Path, if the tour can write there without touching the notebooks; else ClipspaceError.
+
+    Refused: an existing non-folder; a path below a regular file; a folder (or its nearest existing
+    parent) this user cannot write; the notebooks folder itself, a folder inside it, or one
+    containing it (the tour writes <name>.ipynb copies, which would overwrite or sit among the sources).
+    """
+    out, src = Path(out), Path(notebooks)
+    out_r, src_r = out.resolve(), src.resolve()  # through symlinks: a link to the notebooks is the notebooks
+    if out_r == src_r or out_r.is_relative_to(src_r):
+        raise ClipspaceError(f"--out {out} is {'the notebooks folder' if out_r == src_r else 'inside the notebooks folder'}"
+                             f" {src}: the tour would write its .ipynb copies among (and over) the source "
+                             "notebooks; choose a folder outside it, e.g. --out build/tour")
+    if src_r.is_relative_to(out_r):
+        raise ClipspaceError(f"--out {out} contains the notebooks folder {src}: the tour would write its copies "
+                             "around the source notebooks; choose a folder outside it, e.g. --out build/tour")
+    if out_r.exists() and not out_r.is_dir():
+        raise ClipspaceError(f"--out {out} exists and is not a folder; choose another path")
+    existing = next(p for p in (out_r, *out_r.parents) if p.exists())
+    if not existing.is_dir():
+        raise ClipspaceError(f"--out {out} cannot be created: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ClipspaceError(f"--out {out}: cannot write in {existing} (permission denied); choose another folder")
+    return out
 
 
 @dataclass
@@ -63,10 +105,13 @@ def _first_line(cell) -> str:
 
 
 def execute_notebook(path: Path, timeout: int = 600, kernel_name: str = "python3",
-                     figure_dir: Path | None = None) -> tuple[nbformat.NotebookNode, NotebookRun]:
+                     figure_dir: Path | None = None) -> tuple["nbformat.NotebookNode", NotebookRun]:
     """Run `path` cell by cell; return the executed notebook and what happened (never raises for a cell)."""
+    import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+    from .figures import FIGURE_DIR_ENV
 
     nb = nbformat.read(path, as_version=4)
     run = NotebookRun(notebook=path, n_cells=len(nb.cells))
@@ -93,7 +138,7 @@ def execute_notebook(path: Path, timeout: int = 600, kernel_name: str = "python3
     return nb, run
 
 
-def to_html(nb: nbformat.NotebookNode) -> str:
+def to_html(nb: "nbformat.NotebookNode") -> str:
     from nbconvert import HTMLExporter
 
     body, _ = HTMLExporter().from_notebook_node(nb)
@@ -102,7 +147,13 @@ def to_html(nb: nbformat.NotebookNode) -> str:
 
 def run_tour(out: str | Path, notebooks: str | Path = "notebooks", names: list[str] | None = None,
              timeout: int = 600, kernel_name: str = "python3", log=print) -> list[NotebookRun]:
-    """Execute the notebooks in `notebooks` (or just `names`) and write HTML copies and figures into `out`."""
+    """Execute the notebooks in `notebooks` (or just `names`) and write HTML copies and figures into `out`.
+
+    Raises (before running anything) FileNotFoundError for a missing folder or notebook name, and
+    ClipspaceError for an `out` that cannot be used (`check_out_dir`) or missing notebook tools."""
+    require_notebook_tools()
+    import nbformat
+
     src, out = Path(notebooks), Path(out)
     if not src.is_dir():
         raise FileNotFoundError(f"notebooks folder {src} does not exist; pass --notebooks DIR")
@@ -115,7 +166,11 @@ def run_tour(out: str | Path, notebooks: str | Path = "notebooks", names: list[s
         paths = [p for p in paths if p.stem in wanted]
     if not paths:
         raise FileNotFoundError(f"no .ipynb files in {src}")
-    out.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out, src)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # what check_out_dir cannot foresee (a full disk, a race)
+        raise ClipspaceError(f"--out {out} cannot be created: {e.strerror or e}") from None
     runs = []
     for path in paths:
         figs = (out / "figures" / path.stem).resolve()

@@ -15,12 +15,16 @@ Both loops are ten lines on diffusers' `DDIMScheduler` / `DDIMInverseScheduler`,
 `decoder.scheduler.config` (the two mirror each other step for step), with the decoder's model
 output in its own prediction type. Embeddings z are unit-norm float tensors (N, D); z = 0 is the
 unconditional model. Decoding a z of your own: normalise it first (`pca_reconstruct` does).
+
+Images are read as `clip.encode_images` reads them, through `clipspace.images.load_image` (EXIF
+orientation, transparency onto white unless a `background` is given, a pixel limit), so `invert`'s
+z_i is the embedding `encode_images` gives the same file. Arguments are checked in one place,
+`check_args`: a bad one (NaN, an empty batch, the wrong shape) is a ValueError naming it.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -29,6 +33,8 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler
 from PIL import Image
 
 from .decoder import Decoder
+from .errors import InvalidArgumentError
+from .images import WHITE, load_image
 from .slerp import slerp
 
 # The source caption for text diffs when none is given: the paper's neutral "a photo". The tiny CLIP
@@ -46,52 +52,154 @@ class Latents:
     steps: int
     guidance: float
 
+    def __post_init__(self):
+        self.z, self.x_T, self.steps, self.guidance = check_args(
+            z=self.z, x_T=self.x_T, steps=self.steps, guidance=self.guidance, share=False)
+
     def __len__(self) -> int:
         return len(self.z)
 
     def __getitem__(self, i) -> "Latents":
-        i = slice(i, i + 1) if isinstance(i, int) else i
+        if isinstance(i, (int, np.integer)):
+            i = range(len(self))[i]  # from the end when negative; IndexError past it
+            i = slice(i, i + 1)
         return Latents(self.z[i], self.x_T[i], self.steps, self.guidance)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking arguments: every public function here passes its arguments, by name, through this one helper
+# ---------------------------------------------------------------------------------------------
+_EMBEDDINGS = {"z", "z1", "z2", "z_d"}  # float (N, D), D = decoder.embed_dim
+_NOISE = {"x_T", "x_T1", "x_T2"}  # float (N, C, h, w), (C, h, w) = decoder.latent_shape
+_COUNTS = {"steps", "n"}  # ints >= 1
+_KS = {"k"}  # principal components kept: ints >= 0 (0 is the mean embedding)
+_UNIT = {"eta", "t"}  # floats in [0, 1]
+_REALS = {"guidance", "theta"}  # finite floats
+_ARRAYS = {"thetas", "ts", "ks"}  # non-empty 1-d, finite (ks: ints >= 0)
+_TEXTS = {"target", "source"}  # non-blank strings
+_OUTPUTS = ("pil", "pt", "np")
+
+
+def check_args(decoder: Decoder | None = None, *, share: bool = True, **args) -> tuple:
+    """Check and convert arguments, each by its name; return them in the order given. Raises
+    ValueError (TypeError for the wrong kind of object) naming the argument and what it must be.
+
+    Embeddings (z, z1, z2, z_d): finite float tensors (N, D), a (D,) one as N = 1. Noise (x_T, ...):
+    finite float tensors (N, C, h, w), a (C, h, w) one as N = 1. With a `decoder`, D must be its
+    embed_dim and (C, h, w) its latent_shape. An embedding and the noise it goes with (z and x_T,
+    z1 and x_T1) must have the same N, or (if `share`) either N = 1, to be shared. images: a
+    non-empty list (a single image is a list of one). The rest: see the name sets above.
+    """
+    out = {}
+    for name, v in args.items():
+        if name in _EMBEDDINGS or name in _NOISE:
+            out[name] = _checked_tensor(decoder, name, v)
+        elif name == "images":
+            out[name] = _as_list(v)
+            if not out[name]:
+                raise InvalidArgumentError("images is empty: pass at least one image (a path, PIL image, array or Scene)")
+        elif name in _COUNTS or name in _KS:
+            least = 0 if name in _KS else 1
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < least:
+                raise InvalidArgumentError(f"{name} must be an int >= {least}, got {v!r}")
+            out[name] = int(v)
+        elif name in _UNIT or name in _REALS:
+            try:
+                f = float(v)
+            except (TypeError, ValueError):
+                f = float("nan")
+            if not (0.0 <= f <= 1.0 if name in _UNIT else np.isfinite(f)):
+                raise InvalidArgumentError(f"{name} must be " + ("in [0, 1]" if name in _UNIT else "a finite number")
+                                 + f", got {v!r}")
+            out[name] = f
+        elif name in _ARRAYS:
+            a = np.atleast_1d(np.asarray(v, dtype=np.float64) if name != "ks" else np.asarray(v))
+            if a.ndim != 1 or a.size == 0:
+                raise InvalidArgumentError(f"{name} must be a non-empty 1-d sequence of numbers, got shape {a.shape}")
+            if name == "ks":
+                if not np.issubdtype(a.dtype, np.integer) or (a < 0).any():
+                    raise InvalidArgumentError(f"ks must be ints >= 0, got {a.tolist()}")
+            elif not np.isfinite(a).all():
+                raise InvalidArgumentError(f"{name} must be finite numbers, got {a.tolist()}")
+            out[name] = a
+        elif name in _TEXTS:
+            if not isinstance(v, str) or not v.strip():
+                raise InvalidArgumentError(f"{name} text is empty or not a string ({v!r}): pass a caption, e.g. 'a blue circle'")
+            out[name] = v
+        elif name == "output":
+            if v not in _OUTPUTS:
+                raise InvalidArgumentError(f"output={v!r}: use 'pil', 'pt' ([-1, 1] tensor) or 'np' ([0, 1] array)")
+            out[name] = v
+        else:
+            raise TypeError(f"check_args: no rule for an argument named {name!r}")
+    for suffix in ("", "1", "2"):
+        z, x = out.get("z" + suffix), out.get("x_T" + suffix)
+        if z is not None and x is not None and len(z) != len(x) and not (share and 1 in (len(z), len(x))):
+            raise InvalidArgumentError(f"z{suffix} {tuple(z.shape)} and x_T{suffix} {tuple(x.shape)} have different batch "
+                             f"sizes ({len(z)} vs {len(x)}): give one x_T per z"
+                             + (" (or one of either, to be shared)" if share else ""))
+    return tuple(out.values())
+
+
+def _checked_tensor(decoder, name: str, v) -> torch.Tensor:
+    embedding = name in _EMBEDDINGS
+    try:
+        t = v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name} must be a tensor or array of numbers, got {type(v).__name__}") from None
+    t = t.float() if embedding or not t.is_floating_point() else t
+    item_ndim, want = (1, decoder.embed_dim if decoder else None) if embedding else \
+        (3, tuple(decoder.latent_shape) if decoder else None)
+    t = t[None] if t.ndim == item_ndim else t
+    what = "an (N, D) embedding" if embedding else "(N, C, h, w) noise"
+    if t.ndim != item_ndim + 1:
+        raise InvalidArgumentError(f"{name} must be {what} (or a single one), got shape {tuple(t.shape)}")
+    if len(t) == 0:
+        raise InvalidArgumentError(f"{name} is empty (shape {tuple(t.shape)}): pass at least one")
+    got = t.shape[-1] if embedding else tuple(t.shape[1:])
+    if want is not None and got != want:
+        takes = f"{want}-d CLIP embeddings (N, {want})" if embedding else \
+            f"noise of shape (N, {', '.join(map(str, want))})"
+        raise InvalidArgumentError(f"{name} has shape {tuple(t.shape)}, but the decoder takes {takes}")
+    if not torch.isfinite(t).all():
+        bad = (~torch.isfinite(t)).flatten(1).any(1).nonzero().flatten().tolist()
+        raise InvalidArgumentError(f"{name} has NaN or inf values (rows {bad[:10]}): it must be finite")
+    return t
 
 
 # ---------------------------------------------------------------------------------------------
 # Images in and out
 # ---------------------------------------------------------------------------------------------
-def _as_pil(image, size: int | None = None) -> Image.Image:
-    """A PIL RGB image from a PIL image, a path, an (H, W, 3) uint8 array or a world Scene
-    (rendered at `size`, the size it is wanted at)."""
-    if hasattr(image, "render") and hasattr(image, "objects"):
-        return image.render(size) if size else image.render()
-    if isinstance(image, (str, os.PathLike)):
-        if not Path(image).is_file():
-            raise FileNotFoundError(f"image {str(image)!r} does not exist")
-        return Image.open(image).convert("RGB")
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim != 3:
-            raise ValueError(f"numpy images must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
-        return Image.fromarray(image).convert("RGB")
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    raise TypeError(f"cannot read an image from {type(image).__name__}; pass PIL images, paths, "
-                    f"(H, W, 3) uint8 arrays or world Scenes")
+def _is_scene(image) -> bool:
+    return hasattr(image, "render") and hasattr(image, "objects")
 
 
 def _as_list(images) -> list:
-    if isinstance(images, (Image.Image, str, os.PathLike)) or hasattr(images, "objects") or \
-            (isinstance(images, np.ndarray) and images.ndim == 3):
+    if isinstance(images, (Image.Image, str, os.PathLike)) or _is_scene(images) or \
+            (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
         return [images]
     return list(images)
 
 
-def images_to_pixels(images, size: int) -> torch.Tensor:
-    """(N, 3, size, size) float tensor in [-1, 1]; images are resized (Lanczos) to `size` square."""
+def load_images(images, size: int | None = None, square: bool = False, background=WHITE,
+                max_pixels: int | None = None) -> list[Image.Image]:
+    """Every image unclip takes, as 8-bit RGB PIL images: paths, PIL images and arrays through
+    `clipspace.images.load_image` (EXIF orientation, transparency onto `background`, the pixel
+    limit `max_pixels`, BadImageError naming the file), world Scenes rendered at `size` (if given).
+    square: also resize each to `size` x `size` (Lanczos), as a decoder of that size sees it."""
     out = []
-    for im in _as_list(images):
-        pil = _as_pil(im, size)
-        if pil.size != (size, size):
-            pil = pil.resize((size, size), Image.Resampling.LANCZOS)
-        out.append(np.asarray(pil, dtype=np.float32) / 127.5 - 1.0)
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
+    for im in check_args(images=images)[0]:
+        pil = load_image(im.render(size) if size else im.render(), background) if _is_scene(im) else \
+            load_image(im, background, max_pixels=max_pixels)
+        out.append(pil.resize((size, size), Image.Resampling.LANCZOS) if square and pil.size != (size, size) else pil)
+    return out
+
+
+def images_to_pixels(images, size: int, background=WHITE, max_pixels: int | None = None) -> torch.Tensor:
+    """(N, 3, size, size) float tensor in [-1, 1]; images are resized (Lanczos) to `size` square."""
+    arrays = [np.asarray(im, dtype=np.float32) / 127.5 - 1.0 for im in load_images(images, size, True, background,
+                                                                                      max_pixels)]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
 def pixels_to_images(pixels: torch.Tensor) -> list[Image.Image]:
@@ -104,19 +212,18 @@ def _output(pixels: torch.Tensor, output: str):
         return pixels_to_images(pixels)
     if output == "pt":
         return pixels.float()  # [-1, 1]
-    if output == "np":
-        return ((pixels.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()  # [0, 1]
-    raise ValueError(f"output={output!r}: use 'pil', 'pt' ([-1, 1] tensor) or 'np' ([0, 1] array)")
+    return ((pixels.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()  # [0, 1]
 
 
 # ---------------------------------------------------------------------------------------------
 # Embeddings
 # ---------------------------------------------------------------------------------------------
 @torch.inference_mode()
-def embed_images(clip, images) -> torch.Tensor:
-    """Unit-norm CLIP image embeddings (N, D), float32, through the CLIP's own preprocess."""
-    pixels = torch.stack([clip.preprocess(_as_pil(im, clip.image_size)) for im in _as_list(images)])
-    z = clip.model.encode_image(pixels.to(clip.device), normalize=True)
+def embed_images(clip, images, background=WHITE, max_pixels: int | None = None) -> torch.Tensor:
+    """Unit-norm CLIP image embeddings (N, D), float32, through the CLIP's own preprocess: the same
+    as `clip.encode_images` (same loader, same `background`)."""
+    pils = load_images(images, clip.image_size, background=background, max_pixels=max_pixels)
+    z = clip.model.encode_image(torch.stack([clip.preprocess(p) for p in pils]).to(clip.device), normalize=True)
     return z.float().cpu().clone()
 
 
@@ -129,23 +236,12 @@ def embed_texts(clip, texts: Sequence[str]) -> torch.Tensor:
 
 def text_direction(clip, target: str, source: str = NEUTRAL_CAPTION) -> torch.Tensor:
     """z_d = normalise(z_t - z_t0): the direction from the `source` caption to the `target` one (D,)."""
+    check_args(target=target, source=source)
     z_t, z_t0 = embed_texts(clip, [target, source])
     d = z_t - z_t0
     if float(d.norm()) < 1e-6:
-        raise ValueError(f"target {target!r} and source {source!r} embed identically: no direction")
+        raise InvalidArgumentError(f"target {target!r} and source {source!r} embed identically: no direction")
     return d / d.norm()
-
-
-def _as_z(z, n: int | None = None) -> torch.Tensor:
-    z = torch.as_tensor(np.asarray(z) if not isinstance(z, torch.Tensor) else z).float()
-    z = z[None] if z.ndim == 1 else z
-    return z.expand(n, -1) if n is not None and len(z) == 1 else z
-
-
-def _as_x(x_T, n: int | None = None) -> torch.Tensor:
-    x = torch.as_tensor(x_T)
-    x = x[None] if x.ndim == 3 else x
-    return x.expand(n, *x.shape[1:]) if n is not None and len(x) == 1 else x
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,7 +250,7 @@ def _as_x(x_T, n: int | None = None) -> torch.Tensor:
 def random_noise(decoder: Decoder, n: int, seed: int = 0) -> torch.Tensor:
     """n seeded Gaussian x_T of the decoder's latent shape (float32, CPU: same on every device)."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randn((n, *decoder.latent_shape), generator=g)
+    return torch.randn((check_args(n=n)[0], *decoder.latent_shape), generator=g)
 
 
 @torch.no_grad()
@@ -162,6 +258,7 @@ def ddim_sample(decoder: Decoder, z: torch.Tensor, x_T: torch.Tensor, eta: float
                 guidance: float = 1.0, seed: int = 0) -> torch.Tensor:
     """DDIM from x_T to a clean x (diffusion space). eta = 0 is deterministic; eta > 0 draws fresh
     noise each step from a generator seeded with `seed`."""
+    z, x_T, eta, steps, guidance = check_args(decoder, z=z, x_T=x_T, eta=eta, steps=steps, guidance=guidance)
     sched = DDIMScheduler.from_config(decoder.scheduler.config)
     sched.set_timesteps(steps)
     g = torch.Generator().manual_seed(seed)
@@ -179,8 +276,9 @@ def ddim_invert(decoder: Decoder, x0: torch.Tensor, z: torch.Tensor, steps: int 
     """DDIM inversion: the same update run backwards, clean x (diffusion space) to x_T. Each step
     uses the model's output at the current x in place of the (unknown) one at the next x, so the
     round trip is exact only in the limit of many steps (or a model that varies slowly)."""
+    z, steps, guidance = check_args(decoder, z=z, steps=steps, guidance=guidance)
     if decoder.scheduler.config.get("timestep_spacing", "leading") not in ("leading", "trailing"):
-        raise ValueError("DDIM inversion needs timestep_spacing 'leading' or 'trailing' in the decoder's "
+        raise InvalidArgumentError("DDIM inversion needs timestep_spacing 'leading' or 'trailing' in the decoder's "
                          f"scheduler, not {decoder.scheduler.config.timestep_spacing!r}")
     sched = DDIMInverseScheduler.from_config(decoder.scheduler.config)
     sched.set_timesteps(steps)
@@ -194,11 +292,16 @@ def ddim_invert(decoder: Decoder, x0: torch.Tensor, z: torch.Tensor, steps: int 
 # ---------------------------------------------------------------------------------------------
 # The bipartite latent
 # ---------------------------------------------------------------------------------------------
-def invert(decoder: Decoder, clip, images, steps: int = 50, guidance: float = 1.0) -> Latents:
+def invert(decoder: Decoder, clip, images, steps: int = 50, guidance: float = 1.0, background=WHITE,
+           max_pixels: int | None = None) -> Latents:
     """Encode images as (z_i, x_T). Decode with the same `steps` and `guidance` at eta = 0 to
-    reconstruct; guidance 1 (the conditional model alone) inverts most faithfully."""
+    reconstruct; guidance 1 (the conditional model alone) inverts most faithfully. Images are read
+    as `clip.encode_images` reads them (`clipspace.images.load_image`, transparency onto
+    `background`), so z_i is the embedding `clip.encode_images` gives the same file."""
+    images, steps, guidance = check_args(images=images, steps=steps, guidance=guidance)
     decoder.check_clip(clip)
-    images = _as_list(images)
+    # Read each file once; Scenes stay Scenes, rendered at the size each model wants.
+    images = [im if _is_scene(im) else load_image(im, background, max_pixels=max_pixels) for im in images]
     z = embed_images(clip, images)
     x0 = decoder.encode_pixels(images_to_pixels(images, decoder.image_size).to(decoder.device, decoder.dtype))
     x_T = ddim_invert(decoder, x0, z, steps, guidance)
@@ -209,20 +312,17 @@ def decode(decoder: Decoder, z, x_T, eta: float = 0.0, steps: int = 50, guidance
            seed: int = 0, output: str = "pil"):
     """Images from embeddings z (N, D) and noise x_T (N, C, h, w); either may have N = 1 and is
     then shared. output: 'pil' (list), 'pt' ([-1, 1] tensor) or 'np' ([0, 1] array)."""
-    z, x_T = _as_z(z), _as_x(x_T)
+    z, x_T, output = check_args(decoder, z=z, x_T=x_T, output=output)
     n = max(len(z), len(x_T))
-    z, x_T = _as_z(z, n), _as_x(x_T, n)
-    if z.shape[-1] != decoder.embed_dim:
-        raise ValueError(f"z has {z.shape[-1]} dims, the decoder takes {decoder.embed_dim}-d CLIP embeddings")
-    x0 = ddim_sample(decoder, z, x_T, eta, steps, guidance, seed)
+    x0 = ddim_sample(decoder, z.expand(n, -1), x_T.expand(n, *x_T.shape[1:]), eta, steps, guidance, seed)
     return _output(decoder.decode_pixels(x0), output)
 
 
 def variations(decoder: Decoder, z, x_T, n: int = 4, eta: float = 1.0, steps: int = 50,
                guidance: float = 1.0, seed: int = 0, output: str = "pil"):
     """n decodes of one image's (z_i, x_T) with DDIM eta > 0: what stays the same is what z_i encodes."""
-    return decode(decoder, _as_z(z)[:1], _as_x(x_T)[:1].expand(n, *decoder.latent_shape), eta, steps,
-                  guidance, seed, output)
+    z, x_T, n = check_args(decoder, z=z, x_T=x_T, n=n)
+    return decode(decoder, z[:1], x_T[:1].expand(n, *x_T.shape[1:]), eta, steps, guidance, seed, output)
 
 
 def interpolate(decoder: Decoder, z1, z2, x_T1, x_T2=None, n: int = 5, steps: int = 50,
@@ -230,12 +330,12 @@ def interpolate(decoder: Decoder, z1, z2, x_T1, x_T2=None, n: int = 5, steps: in
     """n decodes along slerp(z1, z2, t), t from 0 to 1 (or at the given `ts`). x_T: slerped from
     x_T1 to x_T2 when x_T2 is given (the ends reconstruct both images), else x_T1 held fixed for
     the whole trajectory."""
-    ts = np.linspace(0.0, 1.0, n) if ts is None else np.asarray(ts, dtype=np.float64)
-    n = len(ts)
-    z = slerp(_as_z(z1)[0], _as_z(z2)[0], ts)
-    a = _as_x(x_T1)[0]
-    x = a.expand(n, *a.shape) if x_T2 is None else \
-        slerp(a.flatten().double(), _as_x(x_T2)[0].flatten().double(), ts).float().reshape(n, *a.shape)
+    z1, z2, x_T1 = check_args(decoder, z1=z1, z2=z2, x_T1=x_T1)
+    ts = np.linspace(0.0, 1.0, check_args(n=n)[0]) if ts is None else check_args(ts=ts)[0]
+    z = slerp(z1[0], z2[0], ts)
+    a = x_T1[0]
+    x = a.expand(len(ts), *a.shape) if x_T2 is None else slerp(
+        a.flatten().double(), check_args(decoder, x_T2=x_T2)[0][0].flatten().double(), ts).float().reshape(-1, *a.shape)
     return decode(decoder, z, x, 0.0, steps, guidance, output=output)
 
 
@@ -243,14 +343,15 @@ def text_diff(decoder: Decoder, z, x_T, z_d, thetas=(0.0, 0.1, 0.2, 0.3, 0.4, 0.
               guidance: float = 1.0, output: str = "pil"):
     """Decode slerp(z_i, z_d, theta) for each theta from the same x_T (the paper takes theta up to
     0.25-0.5). z_d: `text_direction(clip, target, source)`."""
-    zs = slerp(_as_z(z)[0], _as_z(z_d)[0], np.asarray(thetas, dtype=np.float64))
-    return decode(decoder, zs, _as_x(x_T)[:1], 0.0, steps, guidance, output=output)
+    z, x_T, z_d, thetas = check_args(decoder, z=z, x_T=x_T, z_d=z_d, thetas=thetas)
+    return decode(decoder, slerp(z[0], z_d[0], thetas), x_T[:1], 0.0, steps, guidance, output=output)
 
 
 def pca_reconstruct(z, pca, k: int) -> torch.Tensor:
     """z rebuilt from its first k principal components, re-normalised to unit length. `pca`: a
     fitted sklearn-style PCA (transform/inverse_transform) or anything with components_ and mean_."""
-    z = _as_z(z).double().numpy()
+    z, k = check_args(z=z, k=k)
+    z = z.double().numpy()
     if hasattr(pca, "transform") and hasattr(pca, "inverse_transform"):
         coeffs = np.asarray(pca.transform(z), dtype=np.float64)
         coeffs[:, k:] = 0.0
@@ -269,8 +370,9 @@ def pca_decode(decoder: Decoder, z, x_T, pca, ks=(1, 2, 4, 8, 16, 32), steps: in
                guidance: float = 1.0, output: str = "pil"):
     """Decode one image's z rebuilt from its first k principal components, for each k, all from
     the same x_T: coarse semantics come first, detail with more components."""
-    zs = torch.cat([pca_reconstruct(_as_z(z)[:1], pca, k) for k in ks])
-    return decode(decoder, zs, _as_x(x_T)[:1], 0.0, steps, guidance, output=output)
+    z, x_T, ks = check_args(decoder, z=z, x_T=x_T, ks=ks)
+    zs = torch.cat([pca_reconstruct(z[:1], pca, int(k)) for k in ks])
+    return decode(decoder, zs, x_T[:1], 0.0, steps, guidance, output=output)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,8 +382,7 @@ def _as_array(x, data_range):
     """(N, H, W, C) float64 scaled to [0, 1] from PIL (lists), uint8 arrays, or float arrays/tensors
     whose range is `data_range` (default 2: [-1, 1] pixels as the decoders use)."""
     if isinstance(x, Image.Image) or (isinstance(x, (list, tuple)) and x and isinstance(x[0], Image.Image)):
-        arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float64) for im in _as_list(x)]) / 255.0
-        return arr
+        return np.stack([np.asarray(im, dtype=np.float64) for im in load_images(x)]) / 255.0
     if isinstance(x, torch.Tensor):
         t = x.detach().cpu().double()
         t = t[None] if t.ndim == 3 else t
@@ -297,12 +398,14 @@ def _as_array(x, data_range):
 def psnr(a, b, data_range: float | None = None):
     """Peak signal-to-noise ratio in dB, per image: a float for one image, an array for a batch.
     Accepts PIL images (or lists), uint8 arrays (H, W, C), or float tensors (N, C, H, W) / arrays in
-    [-1, 1] (or in [0, data_range] when data_range is given)."""
+    [-1, 1] (or in [0, data_range] when data_range is given). Each image is scored by scikit-image's
+    `peak_signal_noise_ratio` once scaled to [0, 1]."""
+    from skimage.metrics import peak_signal_noise_ratio
+
     x, y = _as_array(a, data_range), _as_array(b, data_range)
     if x.shape != y.shape:
-        raise ValueError(f"psnr of differently shaped images: {x.shape} vs {y.shape}")
-    mse = ((x - y) ** 2).reshape(len(x), -1).mean(1)
-    with np.errstate(divide="ignore"):
-        out = 10 * np.log10(1.0 / mse)
+        raise InvalidArgumentError(f"psnr of differently shaped images: {x.shape} vs {y.shape}")
+    with np.errstate(divide="ignore"):  # equal images: inf dB
+        out = np.array([peak_signal_noise_ratio(xi, yi, data_range=1.0) for xi, yi in zip(x, y)])
     single = isinstance(a, Image.Image) or getattr(a, "ndim", None) == 3
     return float(out[0]) if single else out

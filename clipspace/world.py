@@ -394,6 +394,15 @@ def training_pairs(seed: int, batch_size: int) -> Iterator[list[tuple[Scene, str
 PROBE_SEED = 10_000_019  # far from any training seed
 
 
+def single_object_scene(shape: str, colour: str, background: str = "white", word: str = "") -> Scene:
+    """One large object, centred (raised a little when a word is written under it): a scene a user builds."""
+    for name, value, known in (("shape", shape, SHAPES), ("colour", colour, COLOURS), ("background", background, BACKGROUNDS)):
+        if value not in known:
+            raise ValueError(f"{name}={value!r} is not in the world; use one of {', '.join(known)}")
+    text = Text(word.strip()) if word.strip() else None
+    return Scene((Obj(shape, colour, "large", 0.5, 0.45 if text else 0.5),), background, text)
+
+
 def single_objects(n: int, seed: int = PROBE_SEED) -> list[Scene]:
     rng = np.random.default_rng(seed)
     return [single_object(rng) for _ in range(n)]

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from open_clip.zero_shot_metadata import (IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES,  # noqa: F401 (re-exported)
                                           SIMPLE_IMAGENET_TEMPLATES)
+from scipy.special import softmax
 
 from . import world
 
@@ -126,12 +127,6 @@ def logit_scale(clip) -> float:
     if scale is None:
         return 100.0
     return float(np.exp(float(scale.detach().float().cpu().reshape(-1)[0])))
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    x = x - x.max(axis=1, keepdims=True)
-    e = np.exp(x)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 @dataclass
@@ -260,7 +255,7 @@ class ZeroShotClassifier:
         y = None if labels is None else _label_indices(labels, self.classnames, len(z))
         if names is not None and len(names) != len(z):
             raise ValueError(f"names has {len(names)} entries but there are {len(z)} images")
-        return ZeroShotResult(self.classnames, logits, _softmax(logits), y,
+        return ZeroShotResult(self.classnames, logits, softmax(logits, axis=1), y,
                               max(1, min(int(top_k), len(self.classnames))),
                               None if names is None else list(names))
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .. import world
 from . import start_run
-from ..clip import CONFIG_DIR, DEFAULT_MODEL  # registers the shipped configs with open_clip
+from ..factory import CONFIG_DIR, DEFAULT_MODEL  # registers the shipped configs with open_clip
 
 log = logging.getLogger("clipspace.train.clip")
 
@@ -35,6 +35,7 @@ def scenes_to_tensor(scenes, image_size: int, mean, std) -> torch.Tensor:
     return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
+# kept: diffusers' cosine warm-up is lr*step/warmup (0 at step 0), ours lr*(step+1)/warmup; shipped models used ours
 def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     if step < warmup:
         return lr * (step + 1) / warmup

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import DDPMScheduler
+from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from .. import world
@@ -77,6 +78,7 @@ def diffusion_target(sched: DDPMScheduler, x0, noise, t) -> torch.Tensor:
 def min_snr_weights(sched: DDPMScheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
     """Per-sample loss weights for min(SNR, gamma) x0-weighting, written for the prediction type."""
     a = sched.alphas_cumprod.to(t.device)[t]
+    # kept, not diffusers' compute_snr: (sqrt(a)/sqrt(1-a))**2 is 3.3e-7 off (ours 9e-8); --min-snr runs trained on ours
     snr = a / (1.0 - a)
     w = snr.clamp(max=gamma)
     kind = sched.config.prediction_type
@@ -94,10 +96,15 @@ def draw_scene(rng: np.random.Generator, single_share: float = 0.0):
     return world.random_scene(rng)
 
 
-@torch.no_grad()
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    ema_p, p = list(ema.parameters()), list(model.parameters())
-    torch._foreach_lerp_(ema_p, p, 1.0 - decay)
+def weight_average(unet: torch.nn.Module, decay: float, step: int = 0) -> EMAModel:
+    """diffusers' EMA of `unet`'s weights, decay min(decay, n / (9 + n)) at the n-th step of the whole
+    training (`step` done before: a continued run). Its warm-up 1 - (1 + n / inv_gamma) ** -power is
+    that at inv_gamma 9, power 1, update_after_step -1; its default (1 + n) / (10 + n) from n = 2
+    would give the first step decay 0, where the shipped weights were averaged with 0.1."""
+    ema = EMAModel(unet.parameters(), decay=decay, update_after_step=-1, use_ema_warmup=True,
+                   inv_gamma=9.0, power=1.0, foreach=True)
+    ema.optimization_step = int(step)
+    return ema
 
 
 class HeldOut:
@@ -204,7 +211,8 @@ def train(clip, config: str | dict = DEFAULT_DECODER, steps: int = 12000, batch_
                          f"CLIP {clip.name!r} gives {clip.embed_dim}-d; set clip_embed_dim in the config")
     decoder.config["clip_weights_id"] = getattr(clip, "weights_id", "")
     unet = decoder.unet.to(dev).train()
-    ema = copy.deepcopy(unet).eval().requires_grad_(False)
+    ema = copy.deepcopy(unet).eval().requires_grad_(False)  # the average as a module: held-out loss, snapshots
+    average = weight_average(unet, ema_decay, start)  # starts from the weights: a continued run's are its average
     sched = DDPMScheduler.from_config(decoder.config["scheduler"])
     p_drop = float(decoder.config.get("embedding_dropout", 0.1))
     size = decoder.image_size
@@ -242,13 +250,14 @@ def train(clip, config: str | dict = DEFAULT_DECODER, steps: int = 12000, batch_
             torch.nn.utils.clip_grad_norm_(unet.parameters(), grad_clip)
         opt.step()
         gstep = start + step + 1  # counted over the whole training, continued runs included
-        ema_update(ema, unet, min(ema_decay, gstep / (9 + gstep)))  # short warm-up of the average
+        average.step(unet.parameters())  # decay min(ema_decay, gstep / (9 + gstep)): a short warm-up
         rec = {"step": gstep, "loss": round(loss.item(), 5),
                "seconds": round(seconds0 + time.perf_counter() - t0, 1)}
         history.append(rec)
         bar.set_postfix(loss=rec["loss"])
         last = step + 1 == steps
         if out is not None and ((checkpoint_every and gstep % checkpoint_every == 0) or last):
+            average.copy_to(ema.parameters())
             rec["val_loss"] = round(held_out.loss(ema), 5)
             ckpt = out if last else out / "checkpoints" / f"step{gstep:06d}"
             snapshot = PixelDecoder(ema, decoder.config)
@@ -261,6 +270,7 @@ def train(clip, config: str | dict = DEFAULT_DECODER, steps: int = 12000, batch_
             log.info(json.dumps(rec))
         elif gstep % 50 == 0 or step == 0:
             log.info(json.dumps(rec))
+    average.copy_to(ema.parameters())
     decoder.unet = ema.float()
     return decoder, history
 

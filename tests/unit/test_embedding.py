@@ -1,6 +1,12 @@
 """encode_images / encode_texts: equal to open_clip's own calls, in order, robust to bad files,
 honest about truncation, and cached on disk without ever returning a damaged entry."""
 import contextlib
+import ctypes
+import dataclasses
+import os
+import tempfile
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +15,7 @@ from PIL import Image
 
 from clipspace.cache import clear_memory
 from clipspace.embedding import Embeddings, encode_images, encode_texts
-from clipspace.images import BadImageError
-from conftest import build_random_clip
+from clipspace.errors import BadImageError
 
 
 @pytest.fixture(autouse=True)
@@ -20,7 +25,7 @@ def cache_dir(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def vit_clip():
+def vit_clip(build_random_clip):
     """A second, different open_clip architecture (ViT towers, 224 px, 77 tokens), random weights."""
     return build_random_clip("ViT-S-32-alt", seed=1)
 
@@ -188,7 +193,7 @@ def test_text_cache_opt_in(tiny_clip):
         assert calls == [2]
 
 
-def test_no_cache_without_weights_id(tmp_path, cache_dir):
+def test_no_cache_without_weights_id(build_random_clip, tmp_path, cache_dir):
     clip = build_random_clip(seed=2)
     clip.weights_id = ""
     encode_images(clip, save_all(tmp_path, pictures(1)))
@@ -270,3 +275,172 @@ def test_text_features_skip_padding_with_the_same_result(any_clip):
     assert used < ctx and used in seen  # the tower ran on the used positions only
     np.testing.assert_allclose(got.numpy(), full.numpy(), atol=2e-6)
     np.testing.assert_allclose(got_long.numpy(), full_long.numpy(), atol=0)
+
+
+def test_empty_inputs_give_empty_embeddings(tiny_clip):
+    for got in (encode_images(tiny_clip, []), encode_texts(tiny_clip, [])):
+        assert isinstance(got, Embeddings) and got.shape == (0, tiny_clip.embed_dim) and got.dtype == np.float32
+        assert got.sources == [] and got.failures == []
+
+
+def test_empty_path_is_refused_not_read_as_the_current_folder(tiny_clip, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # Path("") is "."
+    save_all(tmp_path, pictures(1))
+
+    class Blank:  # a PathLike naming nothing (Path("") itself cannot: it is Path("."))
+        def __fspath__(self):
+            return ""
+
+    for empty in ("", Blank()):
+        with pytest.raises(ValueError, match="images is an empty path"):
+            encode_images(tiny_clip, empty)
+    with pytest.warns(UserWarning, match="1 of 2"):
+        got = encode_images(tiny_clip, ["", tmp_path / "img0.png"], strict=False)
+    assert got.shape == (1, tiny_clip.embed_dim) and got.failures == [("", "empty path (no file name given)")]
+
+
+def test_arrays_one_grayscale_image_or_an_unambiguous_stack(tiny_clip, rng):
+    gray = rng.random((30, 40))  # HxW float in [0, 1]: one image
+    got = encode_images(tiny_clip, gray)
+    expected = Image.fromarray(np.round(gray * 255).astype(np.uint8)).convert("RGB")
+    assert got.shape == (1, tiny_clip.embed_dim)
+    np.testing.assert_allclose(got, reference(tiny_clip, [expected]), atol=1e-5)
+    stack = rng.integers(0, 256, (3, 30, 40), dtype=np.uint8)  # three HxW images, or one 3x30 image of 40 channels?
+    with pytest.raises(BadImageError, match=r"pass a list of HxW arrays or an \(N, H, W, C\) array"):
+        encode_images(tiny_clip, stack)
+    np.testing.assert_allclose(encode_images(tiny_clip, stack[..., None]), encode_images(tiny_clip, list(stack)),
+                               atol=1e-6)
+
+
+def test_folder_reports_each_unreadable_entry_once_with_its_reason(tiny_clip, tmp_path):
+    ims = pictures(3)
+    good = save_all(tmp_path / "f", ims, ["b.png", "d.png", "sub/f.png"])
+    f = tmp_path / "f"
+    os.symlink("missing.png", f / "a_dangling.png")
+    os.symlink("c_loop.png", f / "c_loop.png")
+    os.mkfifo(f / "e_pipe.png")
+    os.symlink("gone.png", f / ".hidden.png")  # hidden: skipped, as ever
+    with pytest.warns(UserWarning, match="3 of 6 images could not be read"):
+        got = encode_images(tiny_clip, f)
+    assert got.failures == [(f / "a_dangling.png", "dangling symlink (points to missing.png)"),
+                            (f / "c_loop.png", "symlink loop"), (f / "e_pipe.png", "not a regular file (a FIFO)")]
+    assert got.sources == good
+    np.testing.assert_allclose(got, reference(tiny_clip, ims), atol=1e-5)
+
+
+@contextlib.contextmanager
+def unreadable(*paths):
+    """chmod 000 `paths`, and, for root (whom permissions never stop), check this thread's file
+    access as an ordinary user's: setfsuid changes the filesystem user id of the calling thread only."""
+    for p in paths:
+        p.chmod(0)
+    setfsuid = getattr(ctypes.CDLL(None), "setfsuid", None) if os.geteuid() == 0 else None
+    try:
+        if os.geteuid() == 0:
+            if setfsuid is None or (setfsuid(65534), setfsuid(-1))[1] != 65534:  # setfsuid(-1) reads it back
+                pytest.skip("running as root, which reads any file, and cannot take another filesystem uid")
+        yield
+    finally:
+        if setfsuid is not None:
+            setfsuid(0)
+        for p in paths:
+            p.chmod(0o755)  # so that the folder can be deleted
+
+
+@pytest.fixture
+def open_folder():
+    """A folder other users may enter (tmp_path is inside one only its owner may)."""
+    with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o755)
+        yield Path(d)
+
+
+def test_permission_denied_is_said_and_the_rest_kept(tiny_clip, open_folder):
+    ims = pictures(2)
+    good = save_all(open_folder, ims, ["a.png", "c.png"])
+    save_all(open_folder, pictures(2, seed=4), ["b_secret.png", "d_locked/x.png"])
+    secret, locked = open_folder / "b_secret.png", open_folder / "d_locked"
+    with unreadable(secret, locked), pytest.warns(UserWarning, match="2 of 4 images could not be read"):
+        got = encode_images(tiny_clip, open_folder, workers=0, cache=False)  # workers=0: on this thread
+        with pytest.raises(BadImageError, match="b_secret.png: permission denied$"):
+            encode_images(tiny_clip, [good[0], secret], workers=0, cache=False)
+    assert got.failures == [(secret, "permission denied"), (locked, "permission denied: cannot list this folder")]
+    assert got.sources == good
+    np.testing.assert_allclose(got, reference(tiny_clip, ims), atol=1e-5)
+
+
+def test_cache_file_of_another_input_is_not_served(tiny_clip, tmp_path, cache_dir):
+    paths = save_all(tmp_path / "imgs", pictures(2))
+    first = encode_images(tiny_clip, paths)
+    one, other = sorted(cache_dir.rglob("*.f32"))
+    one.write_bytes(other.read_bytes())  # a valid file, of the other image
+    clear_memory()  # a new process: it has only the files
+    with forward_calls(tiny_clip.model.visual) as calls:
+        again = encode_images(tiny_clip, paths)
+    assert calls == [1]  # the misplaced entry is a miss, recomputed
+    np.testing.assert_allclose(again, first, rtol=0, atol=1e-6)
+    clear_memory()
+    with forward_calls(tiny_clip.model.visual) as calls:
+        encode_images(tiny_clip, paths)
+    assert calls == []  # and was rewritten
+
+
+def test_file_rewritten_with_same_size_and_mtime_is_seen(tiny_clip, tmp_path):
+    path = tmp_path / "a.bmp"  # BMP: same size for any content of the same shape
+    pictures(1)[0].save(path)
+    before = os.stat(path)
+    encode_images(tiny_clip, [path])
+    new = pictures(1, seed=7)[0]
+    new.save(path)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # as a copy tool keeping dates would
+    after = os.stat(path)
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+    np.testing.assert_allclose(encode_images(tiny_clip, [path]), reference(tiny_clip, [new]), atol=1e-5)
+
+
+def test_file_edited_while_embedding_is_cached_under_what_was_read(tiny_clip, tmp_path):
+    ims = pictures(2)
+    a, b = save_all(tmp_path, ims)
+    new_b = pictures(1, seed=7)[0]
+
+    class EditsB:  # the model's own preprocess (same repr, so the same cache); its first call rewrites b.png
+        fired = False
+
+        def __repr__(self):
+            return repr(tiny_clip.preprocess)
+
+        def __call__(self, img):
+            if not self.fired:
+                self.fired = True
+                new_b.save(b)  # another program edits b.png while a.png is being prepared
+            return tiny_clip.preprocess(img)
+
+    got = encode_images(dataclasses.replace(tiny_clip, preprocess=EditsB()), [a, b], workers=0)
+    np.testing.assert_allclose(got[1], reference(tiny_clip, [new_b])[0], atol=1e-5)  # b as read
+    ims[1].save(b)  # b.png back to its first content: its vector must be that content's
+    np.testing.assert_allclose(encode_images(tiny_clip, [b]), reference(tiny_clip, [ims[1]]), atol=1e-5)
+
+
+def test_reading_threads_leave_warning_filters_alone(tiny_clip, tmp_path):
+    rng = np.random.default_rng(0)  # big enough that the threads decode at the same time
+    ims = [Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)) for _ in range(32)]
+    paths = save_all(tmp_path, ims)
+    before = list(warnings.filters)
+    encode_images(tiny_clip, paths, batch_size=4, workers=4, cache=False)
+    assert warnings.filters == before
+
+
+def test_unwritable_cache_warns_once_and_keeps_every_embedding(tiny_clip, tmp_path, monkeypatch):
+    blocker = tmp_path / "cache-is-a-file"
+    blocker.write_text("")  # mkdir under a regular file fails, even for root
+    monkeypatch.setenv("CLIPSPACE_CACHE_DIR", str(blocker))
+    ims = pictures(3)
+    paths = save_all(tmp_path / "imgs", ims)
+    texts = ["a red circle", "a blue star", "a dog"]
+    with pytest.warns(UserWarning) as seen:
+        got = encode_images(tiny_clip, paths, batch_size=2)
+        got_texts = encode_texts(tiny_clip, texts, cache=True)
+    cache_warnings = [str(w.message) for w in seen if "could not write the embedding cache" in str(w.message)]
+    assert len(cache_warnings) == 2  # one per call, not one per input
+    np.testing.assert_allclose(got, reference(tiny_clip, ims), atol=1e-5)
+    np.testing.assert_allclose(got_texts, encode_texts(tiny_clip, texts), atol=1e-6)

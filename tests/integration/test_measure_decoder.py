@@ -9,11 +9,10 @@ from clipspace import load_clip
 from clipspace.measure_decoder import TARGETS, main
 from clipspace.train.decoder import main as train_main
 
-from test_decoder import tiny_config
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(tiny_config, tmp_path_factory):
     d = tmp_path_factory.mktemp("decoder-run")
     (d / "cfg.json").write_text(json.dumps(tiny_config()))
     train_main(["--clip", "default", "--config", str(d / "cfg.json"), "--steps", "4", "--batch-size", "4",

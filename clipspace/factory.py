@@ -1,4 +1,4 @@
-"""Resolve a model name and its weights, then build it with open_clip's factory.
+"""`load_clip`: one call for any CLIP model, resolved to its weights and built by open_clip's factory.
 
 Every route ends in `open_clip.create_model_and_transforms(..., weights_only=True)`:
 - the offline default: `clipspace/weights/clipspace-tiny/` as an open_clip `local-dir:`;
@@ -20,17 +20,36 @@ import open_clip
 import torch
 
 from .cache import file_digest
-from .clip import (DEFAULT_MODEL, ClipModel, ClipspaceError, UnknownModelError, UnsafeCheckpointError,
-                   WeightsNotAvailableError)
-from . import clip as _clip
+from .clip import ClipModel
+from .errors import ClipspaceError, UnknownModelError, UnsafeCheckpointError, WeightsNotAvailableError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+CONFIG_DIR = PACKAGE_DIR / "model_configs"
+WEIGHTS_DIR = PACKAGE_DIR / "weights"
+DEFAULT_MODEL = "clipspace-tiny"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / DEFAULT_MODEL
+
+open_clip.add_model_config(CONFIG_DIR)  # the tiny model is one more config, like ViT-B-32
 
 HF_HUB, LOCAL_DIR = "hf-hub:", "local-dir:"
 CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".npz")
 RANDOM_SEED = 0  # architectures asked for without weights are built from this seed: reproducible
 
 
-def load_clip(name=None, pretrained: str | None = None, device: torch.device = torch.device("cpu")) -> ClipModel:
-    """See `clipspace.clip.load_clip` (which checks `device` and calls this)."""
+def load_clip(name: str | os.PathLike | None = None, pretrained: str | None = None,
+              device: str | torch.device | None = None) -> ClipModel:
+    """Load a CLIP model through open_clip's factory (weights: safetensors or torch.load(weights_only=True)).
+
+    - `load_clip()`: the offline default, a tiny CLIP trained on the shapes world (`clipspace.world`).
+    - `load_clip("ViT-B-32", pretrained="openai")`: any open_clip architecture and tag
+      (`open_clip.list_pretrained()`), or `pretrained="/path/to/checkpoint.safetensors"`. Without
+      `pretrained`, an architecture gets seeded random weights (and a warning).
+    - `load_clip("hf-hub:org/repo")`: a model from the Hugging Face hub.
+    - `load_clip("/path/to/dir")` or `"local-dir:/path"`: a folder holding `open_clip_config.json` and weights.
+    Weights already in the local caches load without the network; with HF_HUB_OFFLINE=1 missing ones
+    raise WeightsNotAvailableError at once. `device`: "cpu" (default), "cuda", "mps".
+    """
+    device = _device(device)
     if name is None or (name == DEFAULT_MODEL and pretrained is None):
         return load_default(device, pretrained)
     name = os.fspath(name)
@@ -58,11 +77,24 @@ def load_clip(name=None, pretrained: str | None = None, device: torch.device = t
                             "See open_clip.list_models(), or pass a folder or an 'hf-hub:org/repo' name.")
 
 
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "cpu":
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={device!r} was asked for, but torch sees no CUDA GPU; use device='cpu'")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError(f"device={device!r} was asked for, but MPS is not available; use device='cpu'")
+    return dev
+
+
 def load_default(device: torch.device, pretrained: str | None = None) -> ClipModel:
     """The offline default: the tiny CLIP trained on the shapes world, shipped in clipspace/weights/."""
     if pretrained is not None:
         return load_arch(DEFAULT_MODEL, pretrained, device)
-    weights = _clip.DEFAULT_WEIGHTS
+    weights = DEFAULT_WEIGHTS
     if not (weights / "open_clip_config.json").is_file() or not list(weights.glob("*.safetensors")):
         raise WeightsNotAvailableError(
             f"The offline default model's weights are not in {weights} yet. They are trained for this "
@@ -184,10 +216,41 @@ def weights_id(path: Path) -> str:
     return "sha256:" + file_digest(path)
 
 
+def is_torchscript_archive(path: Path) -> bool:
+    """True for a TorchScript zip (torch.jit.save; the original OpenAI CLIP .pt files): its entries
+    include <root>/constants.pkl or <root>/code/... (the compiled Python). torch.save zips have neither."""
+    import zipfile
+
+    try:
+        if not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    for name in names:
+        parts = name.split("/")
+        if (len(parts) <= 2 and parts[-1] == "constants.pkl") or (len(parts) >= 3 and parts[1] == "code"):
+            return True
+    return False
+
+
 def check_safe_checkpoint(path: Path) -> None:
-    """Refuse pickles that hold anything but tensors and plain containers (before open_clip loads it)."""
+    """Refuse pickles that hold anything but tensors and plain containers (before open_clip loads it),
+    and TorchScript archives (which hold code), each with what to do instead."""
     if path.suffix in (".safetensors", ".npz", ".npy"):  # no code in these formats (np.load: allow_pickle=False)
         return
+    if is_torchscript_archive(path):
+        raise UnsafeCheckpointError(
+            f"refusing to load {path}: it is a TorchScript archive (the original OpenAI CLIP .pt format, e.g. "
+            "~/.cache/clip/ViT-B-32.pt), which holds code as well as weights, and clipspace only loads plain "
+            "weights. Use open_clip's safetensors weights for that tag instead: move this file out of the way "
+            "and, while online, load_clip('ViT-B-32', pretrained='openai') (or your architecture and tag) "
+            "downloads them from the Hugging Face hub once. Or, if you trust the file, convert it yourself: "
+            "sd = torch.jit.load(path, map_location='cpu').state_dict() (drop the entries input_resolution, "
+            "context_length and vocab_size if present: they are not weights); "
+            "safetensors.torch.save_file(sd, 'weights.safetensors'); then "
+            "load_clip('<architecture>', pretrained='weights.safetensors')")
     try:
         try:
             torch.load(path, map_location="cpu", weights_only=True, mmap=True)

@@ -12,17 +12,16 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from clipspace import clip as clip_module
+from clipspace import factory
 from clipspace import load_clip
-from clipspace.clip import UnknownModelError, UnsafeCheckpointError, WeightsNotAvailableError
+from clipspace.errors import UnknownModelError, UnsafeCheckpointError, WeightsNotAvailableError
 from clipspace.train.clip import save_checkpoint
-from conftest import build_random_clip
 
 TEXTS = ["a red circle", "two blue squares"]
 
 
 @pytest.fixture(scope="module")
-def source():
+def source(build_random_clip):
     """A seeded random tiny CLIP, different from the session fixture (seed 3)."""
     return build_random_clip("clipspace-tiny", seed=3)
 
@@ -53,14 +52,14 @@ def model_dir(tmp_path, source):
 
 
 def test_default_without_weights_says_how_to_train(tmp_path, monkeypatch):
-    monkeypatch.setattr(clip_module, "DEFAULT_WEIGHTS", tmp_path / "missing")
+    monkeypatch.setattr(factory, "DEFAULT_WEIGHTS", tmp_path / "missing")
     with pytest.raises(WeightsNotAvailableError, match=r"python -m clipspace\.train clip --out"):
         load_clip()
 
 
 def test_default_loads_the_weights_folder(model_dir, monkeypatch, source, probe_images):
     # Its speed (under 2 s) is a benchmark figure, not a timed test: this machine's load varies.
-    monkeypatch.setattr(clip_module, "DEFAULT_WEIGHTS", model_dir)
+    monkeypatch.setattr(factory, "DEFAULT_WEIGHTS", model_dir)
     clip = load_clip()
     assert (clip.name, clip.embed_dim, clip.image_size, clip.context_length) == ("clipspace-tiny", 128, 64, 32)
     assert clip.device == torch.device("cpu") and not clip.model.training

@@ -1,5 +1,7 @@
 """load_image: each odd image kind comes out as the RGB a viewer shows; each bad file names itself."""
+import os
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -7,7 +9,8 @@ import pytest
 from PIL import Image
 
 from clipspace import images
-from clipspace.images import BadImageError, list_images, load_image
+from clipspace.errors import BadImageError
+from clipspace.images import list_images, load_image
 
 RED, BLUE_BG = (255, 0, 0), (0, 128, 255)
 
@@ -55,16 +58,24 @@ def test_16bit_png_rescaled_not_clipped(tmp_path):
     assert got[0, :, 0].tolist() == [0, 100, 255, round(30000 / 257)] and (got == got[:, :, :1]).all()
 
 
-def write_png48(path, a):
-    """A 16-bit-per-channel RGB PNG written by hand (PIL cannot write one)."""
-    h, w, _ = a.shape
-    raw = b"".join(b"\x00" + a[r].astype(">u2").tobytes() for r in range(h))
-
+def write_png(path, w, h, depth, colour, raw):
+    """A PNG written by hand: header, one IDAT of `raw` (filtered scanlines), end."""
     def chunk(tag, data):
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
 
-    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def write_png48(path, a):
+    """A 16-bit-per-channel RGB PNG written by hand (PIL cannot write one)."""
+    h, w, _ = a.shape
+    write_png(path, w, h, 16, 2, b"".join(b"\x00" + a[r].astype(">u2").tobytes() for r in range(h)))
+
+
+def write_bomb(path, side=100_000):
+    """A decompression bomb: a few hundred bytes whose header claims side x side grey pixels."""
+    write_png(path, side, side, 8, 0, b"\x00" * 1000)
 
 
 def test_48bit_png_and_uint16_array_rescaled(tmp_path):
@@ -110,6 +121,8 @@ def test_numpy_and_pil_inputs():
         load_image(rgb * 2.0)
     with pytest.raises(BadImageError, match="HxWxC"):
         load_image(np.zeros((3, 8, 8), np.uint8))
+    with pytest.raises(BadImageError, match=r"got shape \(5, 8, 9\); .* a list of HxW arrays or an \(N, H, W, C\)"):
+        load_image(np.zeros((5, 8, 9), np.uint8))  # a stack of grayscale images, or one 5 x 8 image of 9 channels?
     with pytest.raises(BadImageError, match="unsupported input type"):
         load_image(42)
 
@@ -158,3 +171,78 @@ def test_list_images_sorted_recursive(tmp_path):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
     assert [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)] == ["a/c.png", "a/z.JPG", "b.png"]
+
+
+def test_max_pixels_is_per_call_and_pil_keeps_its_own_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL's process-wide limit, put back after the test
+    Image.new("RGB", (100, 100)).save(tmp_path / "big.png")  # 10,000 pixels: more than 2x PIL's limit
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert load_image(tmp_path / "big.png", max_pixels=20_000).size == (100, 100)
+    assert [w for w in seen if issubclass(w.category, Image.DecompressionBombWarning)] == []  # a size we accept
+    assert Image.MAX_IMAGE_PIXELS == 1000  # not raised for good
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(tmp_path / "big.png")  # PIL elsewhere in the process still refuses it
+
+
+def test_bomb_refused_elsewhere_after_a_raised_limit(tmp_path):
+    before = Image.MAX_IMAGE_PIXELS
+    write_bomb(tmp_path / "bomb.png")  # 10^10 pixels claimed
+    Image.new("RGB", (8, 8)).save(tmp_path / "small.png")
+    try:
+        assert load_image(tmp_path / "small.png", max_pixels=10 ** 11).size == (8, 8)
+        assert Image.MAX_IMAGE_PIXELS == before
+        with pytest.raises(Image.DecompressionBombError):
+            Image.open(tmp_path / "bomb.png")
+    finally:
+        Image.MAX_IMAGE_PIXELS = before  # whatever happened, later tests keep PIL's protection
+
+
+def test_bomb_reported_as_over_the_pixel_limit(tmp_path):
+    write_bomb(tmp_path / "bomb.png")
+    with pytest.raises(BadImageError, match=r"over the limit of 89,478,485 pixels .*pass max_pixels=N or set "
+                                            r"clipspace\.images\.MAX_PIXELS") as e:
+        load_image(tmp_path / "bomb.png")  # PIL itself refuses it (over 2x its limit) before our check
+    assert "bomb.png" in str(e.value) and "corrupt" not in str(e.value)
+
+
+def test_symlinks_and_special_files_say_what_they_are(tmp_path):
+    os.symlink("gone.png", tmp_path / "dangling.png")
+    os.symlink("loop.png", tmp_path / "loop.png")
+    os.mkfifo(tmp_path / "pipe.png")  # opening it for reading would wait for a writer: must not hang
+    Image.new("RGB", (4, 4)).save(tmp_path / "real.png")
+    os.symlink("real.png", tmp_path / "link.png")
+    with pytest.raises(BadImageError, match=r"dangling\.png: dangling symlink \(points to gone\.png\)$"):
+        load_image(tmp_path / "dangling.png")
+    with pytest.raises(BadImageError, match=r"loop\.png: symlink loop$"):
+        load_image(tmp_path / "loop.png")
+    with pytest.raises(BadImageError, match=r"pipe\.png: not a regular file \(a FIFO\)$"):
+        load_image(tmp_path / "pipe.png")
+    with pytest.raises(BadImageError, match=r"^'': empty path"):
+        load_image("")  # Path("") is ".", the current folder: never read it
+    assert load_image(tmp_path / "link.png").size == (4, 4)  # a symlink to an image is that image
+
+
+def test_path_and_bytes_decode_alike(tmp_path):
+    from clipspace.images import decode_image, read_image_file
+
+    marked_jpeg(tmp_path / "r.jpg", 6)
+    data = read_image_file(tmp_path / "r.jpg")
+    assert data == (tmp_path / "r.jpg").read_bytes()
+    assert np.array_equal(np.asarray(decode_image(data, "r.jpg")), np.asarray(load_image(tmp_path / "r.jpg")))
+    with pytest.raises(BadImageError, match=r"^photo\.png: truncated") as e:
+        decode_image(valid_bytes("PNG")[:3000], "photo.png")  # errors name the file, not a byte buffer
+    assert e.value.source == "photo.png"
+
+
+def test_list_images_lists_unreadable_entries_and_reports_unlistable_folders(tmp_path):
+    Image.new("RGB", (4, 4)).save(tmp_path / "b.png")
+    os.symlink("gone.png", tmp_path / "a_dangling.png")
+    os.symlink("c_loop.png", tmp_path / "c_loop.png")
+    os.symlink(".", tmp_path / "d_dir.png")  # a link to a folder: not followed, not listed
+    (tmp_path / "sub").mkdir()
+    os.symlink("../b.png", tmp_path / "sub" / "e.png")
+    assert [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)] == \
+        ["a_dangling.png", "b.png", "c_loop.png", "sub/e.png"]
+    with pytest.raises(BadImageError, match="cannot list this folder"):
+        list_images(tmp_path / "missing")

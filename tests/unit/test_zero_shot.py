@@ -12,13 +12,12 @@ from clipspace.zero_shot import (OPENAI_TEMPLATES, SIMPLE_TEMPLATES, WORLD_TEMPL
                                  build_classifier, classify, fill_templates, logit_scale, world_classnames,
                                  world_labels, zero_shot)
 
-from conftest import build_random_clip
 
 CLASSES = ["circle", "square", "triangle", "star", "orange blob"]
 
 
 @pytest.fixture(scope="module")
-def micro_vit():
+def micro_vit(build_random_clip):
     """A second open_clip architecture (a ViT with its own text tower), tiny and random."""
     import tempfile
     from pathlib import Path
@@ -69,6 +68,10 @@ def test_probabilities_predictions_and_scores_match_references(tiny_clip):
     logits = tiny_clip.model.logit_scale.exp().item() * z @ w
     probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
     np.testing.assert_allclose(res.probs, probs, atol=1e-4)
+    # the probabilities are the softmax of the model's own logits, stable at any temperature
+    np.testing.assert_allclose(res.probs, torch.softmax(torch.from_numpy(res.logits).double(), 1).numpy(), atol=1e-7)
+    hot = ZeroShotClassifier(res.classnames, ["{}"], w, 1e4).classify(z).probs  # logits ~1e4: no overflow
+    assert np.isfinite(hot).all() and np.allclose(hot.sum(1), 1)
     top2 = np.sort(probs, axis=1)[:, -2:]
     clear = top2[:, 1] - top2[:, 0] > 1e-4  # a random model nearly ties; compare argmax where it does not
     np.testing.assert_array_equal(res.predictions[clear], probs.argmax(1)[clear])

@@ -99,6 +99,12 @@ def test_knn_place_is_exact_at_fitted_points():
     rng = np.random.default_rng(4)
     X_fit, Y_fit = rng.normal(size=(30, 8)), rng.normal(size=(30, 2))
     np.testing.assert_allclose(knn_place(X_fit, Y_fit, X_fit[[3, 17]] * 2.5, k=10), Y_fit[[3, 17]], atol=1e-6)
+    # euclidean too, though the distance of a point to itself comes out ~1e-7, not 0
+    np.testing.assert_allclose(knn_place(X_fit, Y_fit, X_fit[[3, 17]], k=10, metric="euclidean"), Y_fit[[3, 17]],
+                               atol=1e-6)
+    # two fitted points at one place: a query there lands at their mean, whatever the other neighbours
+    X_dup, Y_dup = np.vstack([X_fit, X_fit[5]]), np.vstack([Y_fit, Y_fit[5] + 1.0])
+    np.testing.assert_allclose(knn_place(X_dup, Y_dup, X_fit[[5]], k=10), Y_fit[[5]] + 0.5, atol=1e-6)
 
 
 # --- t-SNE ------------------------------------------------------------------------------------------
@@ -226,3 +232,97 @@ def test_disk_cache_rejects_a_file_with_another_key(tmp_path, blobs, count_fits)
 
 def test_every_projection_is_a_projection():
     assert all(isinstance(make_projection(m), Projection) for m in ("pca", "umap", "tsne"))
+
+
+# --- a cache that cannot write, and cached NaN -----------------------------------------------------
+@pytest.mark.parametrize("where", ["a regular file", "below a regular file"])
+def test_a_cache_that_cannot_write_warns_once_and_returns_the_fit(tmp_path, blobs, where):
+    X, _ = blobs
+    (tmp_path / "file").write_text("not a folder")  # fails for root too, unlike a read-only folder
+    root = tmp_path / "file" if where == "a regular file" else tmp_path / "file" / "projections"
+    cache = ProjectionCache(root)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        a = cache.fit(make_projection("pca"), X)
+        b = cache.fit(make_projection("pca", n_components=3), X)
+        again = cache.fit(make_projection("pca"), X)
+    msgs = [str(w.message) for w in caught]
+    assert len(msgs) == 1 and "cannot write" in msgs[0] and "once" in msgs[0], msgs
+    assert issubclass(caught[0].category, RuntimeWarning)
+    np.testing.assert_allclose(a.embedding_, PCA(2, random_state=0).fit_transform(X), atol=1e-5)
+    assert b.embedding_.shape == (200, 3) and again is a and (cache.fits, cache.hits) == (2, 1)
+    assert (tmp_path / "file").read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("array", ["components_", "mean_", "explained_variance_", "embedding_"])
+def test_a_cached_fit_holding_nan_is_a_miss_and_is_refit(tmp_path, blobs, array):
+    X, _ = blobs
+    first = ProjectionCache(tmp_path).fit(make_projection("pca"), X)
+    path = ProjectionCache(tmp_path).path(make_projection("pca"), X)
+    with np.load(path, allow_pickle=False) as f:
+        stored = {name: f[name].copy() for name in f.files}
+    stored[array].flat[0] = np.nan  # same key, same shapes: only the NaN is wrong
+    np.savez(path, **stored)
+    cache = ProjectionCache(tmp_path)
+    with pytest.warns(UserWarning, match=f"{array}.*NaN"):
+        got = cache.fit(make_projection("pca"), X)
+    assert (cache.fits, cache.hits) == (1, 0)
+    new = unit(np.random.default_rng(3).normal(size=(3, 32)))
+    assert np.isfinite(got.transform(new)).all()
+    np.testing.assert_array_equal(got.embedding_, first.embedding_)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the file was replaced by the finite refit
+        rerun = ProjectionCache(tmp_path)
+        rerun.fit(make_projection("pca"), X)
+    assert (rerun.fits, rerun.hits) == (0, 1)
+
+
+# --- how few points -------------------------------------------------------------------------------
+def test_umap_and_tsne_say_how_many_points_they_need_and_suggest_pca():
+    rng = np.random.default_rng(0)
+    X2, X3, X4 = (rng.normal(size=(n, 8)).astype(np.float32) for n in (2, 3, 4))
+    for proj in (UMAPProjection(n_neighbors=2), UMAPProjection()):  # was a raw TypeError from scipy's eigh
+        with pytest.raises(ValueError, match=r"UMAP needs at least 4 points.*got 3.*PCA"):
+            proj.fit(X3)
+    with pytest.raises(ValueError, match=r"UMAP needs at least 5 points"):
+        UMAPProjection(n_components=3, n_neighbors=2).fit(X4)
+    with pytest.raises(ValueError, match=r"UMAP needs at least 3 points.*got 2.*PCA"):
+        UMAPProjection(n_neighbors=2, init="random").fit(X2)
+    # the minimums are real: one point more and umap-learn maps them
+    assert UMAPProjection(n_neighbors=2).fit(X4).embedding_.shape == (4, 2)
+    assert np.isfinite(UMAPProjection(n_neighbors=2, init="random").fit(X3).embedding_).all()
+    with pytest.raises(ValueError, match=r"t-SNE needs at least 31 points.*PCA"):
+        TSNEProjection().fit(X3)
+    assert np.isfinite(TSNEProjection(perplexity=1, max_iter=250).fit(X2).embedding_).all()
+    assert PCAProjection().fit(X2).embedding_.shape == (2, 2)
+
+
+# --- whitening with zero-variance components -------------------------------------------------------
+def test_whitening_duplicate_points_is_finite_and_equals_sklearn_where_defined():
+    rng = np.random.default_rng(4)
+    two = np.repeat(np.array([[0, 0, 0, 0], [2, 0, 0, 0]], np.float32), 3, axis=0)  # rank 1, exact zeros
+    p = PCAProjection(whiten=True).fit(two)
+    assert np.isfinite(p.embedding_).all()  # was 0/0 = NaN in the second column
+    np.testing.assert_allclose(p.embedding_[:, 0], PCA(1, whiten=True).fit_transform(two)[:, 0], atol=1e-6)
+    np.testing.assert_allclose(p.embedding_[:, 1], 0.0, atol=1e-6)  # zero-variance component: left unscaled
+    assert np.isfinite(p.transform(rng.normal(size=(5, 4)).astype(np.float32))).all()
+
+    same = np.repeat(rng.normal(size=(1, 16)).astype(np.float32) + 10, 6, axis=0)  # every component is noise
+    q = PCAProjection(whiten=True).fit(same)
+    np.testing.assert_allclose(q.embedding_, 0.0, atol=1e-4)
+    assert np.isfinite(q.explained_variance_ratio_).all()
+
+    # 3 distinct points, each 4 times: 2 real components (well defined: equals sklearn) and a third of noise
+    tri = np.repeat(unit(rng.normal(size=(3, 64))), 4, axis=0)
+    ref = PCA(2, whiten=True, random_state=0).fit(tri)
+    two_d = PCAProjection(whiten=True).fit(tri)
+    np.testing.assert_allclose(two_d.embedding_, ref.transform(tri), atol=1e-5)
+    np.testing.assert_allclose(two_d.embedding_.var(axis=0, ddof=1), 1.0, rtol=1e-4)
+    three_d = PCAProjection(n_components=3, whiten=True).fit(tri)
+    np.testing.assert_allclose(three_d.embedding_[:, :2], ref.transform(tri), atol=1e-5)
+    assert np.abs(three_d.embedding_[:, 2]).max() < 1e-5, "noise is not blown up to unit variance"
+
+    full = rng.normal(size=(50, 8)).astype(np.float32) @ np.diag(np.arange(1, 9)).astype(np.float32)
+    for k in (2, 5, 8):
+        np.testing.assert_allclose(PCAProjection(n_components=k, whiten=True).fit(full).embedding_,
+                                   PCA(k, whiten=True, random_state=0).fit_transform(full), atol=1e-4)

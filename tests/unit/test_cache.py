@@ -1,6 +1,7 @@
 """VectorCache: round trip, torn or garbled files are misses, writes leave no temporary files."""
 import hashlib
 import os
+import time
 
 import numpy as np
 import pytest
@@ -36,11 +37,27 @@ def test_damaged_file_is_a_miss(store, rng, damage):
     elif damage == "empty":
         data = b""
     else:  # a valid file for a vector of another length
-        payload = np.zeros(9, "<f4").tobytes()
-        data = hashlib.sha256(payload).digest() + payload
+        body = key.encode() + np.zeros(9, "<f4").tobytes()
+        data = hashlib.sha256(body).digest() + body
     path.write_bytes(bytes(data))
     cache.clear_memory()  # as a new process finds it (this one remembers the vector it wrote)
     assert store.get(key) is None
+
+
+def test_file_holds_its_key_and_another_keys_file_is_a_miss(store, rng):
+    a, b = "aa" * 32, "bb" * 32
+    va, vb = rng.standard_normal(8).astype(np.float32), rng.standard_normal(8).astype(np.float32)
+    store.put(a, va)
+    store.put(b, vb)
+    path_a, path_b = store._path(a), store._path(b)
+    data = path_b.read_bytes()
+    path_a.write_bytes(data)  # b's valid file where a's should be (a sync tool, a copy, a bad restore)
+    cache.clear_memory()
+    assert store.get(a) is None and np.array_equal(store.get(b), vb)
+    assert data[32:96] == b.encode() and hashlib.sha256(data[32:]).digest() == data[:32]  # the stated format
+    store.put(a, va)  # a miss is recomputed and put: the file is a's again
+    cache.clear_memory()
+    assert np.array_equal(store.get(a), va)
 
 
 def test_cache_dir_from_environment(tmp_path, monkeypatch):
@@ -92,3 +109,16 @@ def test_memory_is_bounded_and_read_only(tmp_path, rng, monkeypatch):
     other = VectorCache("space", dim=8, root=tmp_path / "elsewhere")
     assert other.get("03" * 32) is None  # remembered per cache folder, never across
     cache.clear_memory()
+
+
+def test_file_digest_sees_a_rewrite_that_keeps_size_and_mtime(tmp_path):
+    f = tmp_path / "x.bin"
+    f.write_bytes(b"hello")
+    before = os.stat(f)
+    assert file_digest(f) == hashlib.sha256(b"hello").hexdigest()
+    time.sleep(0.05)  # past the clock tick of the first write: the rewrite gets a new ctime
+    f.write_bytes(b"HELLO")
+    os.utime(f, ns=(before.st_atime_ns, before.st_mtime_ns))  # mtime set back, as copy tools do
+    after = os.stat(f)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    assert file_digest(f) == hashlib.sha256(b"HELLO").hexdigest()

@@ -1,6 +1,8 @@
 """Notebook 06's views: each is checked against the unclip function it wraps, on a tiny decoder."""
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from clipspace import world
 from clipspace.decoder import build_decoder
@@ -8,13 +10,12 @@ from clipspace.unclip import decode
 from clipspace.unclip_views import (SCALE, interpolation_view, reconstruction, text_diff_view,
                                     variation_view)
 
-from test_decoder import tiny_config
 
 STEPS = 4
 
 
 @pytest.fixture(scope="module")
-def decoder(tiny_clip):
+def decoder(tiny_config, tiny_clip):
     return build_decoder(tiny_config(clip_model=tiny_clip.name, clip_embed_dim=tiny_clip.embed_dim), seed=0)
 
 
@@ -73,3 +74,31 @@ def test_text_diff_starts_at_the_reconstruction(decoder, tiny_clip, latents):
     assert np.abs(arr([view.images[-1]]) - arr([rec])).max() > 0
     with pytest.raises(ValueError, match="target text is empty"):
         text_diff_view(decoder, tiny_clip, latents[0], " ", "a red star", theta=0.5)
+
+
+def test_reconstruction_reads_images_as_invert_does(decoder, tiny_clip, rng, tmp_path):
+    """A transparent image is composited onto white (not black), and a path is read like any image."""
+    rgba = np.concatenate([rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), np.full((16, 16, 1), 255, np.uint8)], 2)
+    rgba[:8, :, 3] = 0  # the top half transparent, over coloured pixels
+    on_white = Image.fromarray(np.where(rgba[..., 3:] > 0, rgba[..., :3], 255).astype(np.uint8))
+    want, _ = reconstruction(decoder, tiny_clip, on_white, steps=STEPS)
+    got, _ = reconstruction(decoder, tiny_clip, Image.fromarray(rgba, "RGBA"), steps=STEPS)
+    torch.testing.assert_close(got.z, want.z)
+    torch.testing.assert_close(got.x_T, want.x_T)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "logo.png")
+    from_file, _ = reconstruction(decoder, tiny_clip, tmp_path / "logo.png", steps=STEPS)
+    torch.testing.assert_close(from_file.z, want.z)
+
+
+def test_views_check_counts_and_angles(decoder, tiny_clip, latents):
+    a, b = latents
+    with pytest.raises(ValueError, match="n must be an int >= 1"):
+        text_diff_view(decoder, tiny_clip, a, "a blue star", "a red star", theta=0.5, n=0, steps=STEPS)
+    with pytest.raises(ValueError, match="theta must be a finite number"):
+        text_diff_view(decoder, tiny_clip, a, "a blue star", "a red star", theta=float("nan"), n=3, steps=STEPS)
+    with pytest.raises(ValueError, match="n must be an int >= 1"):
+        interpolation_view(decoder, a, b, t=0.5, n=0, steps=STEPS)
+    with pytest.raises(ValueError, match="t must be in"):
+        interpolation_view(decoder, a, b, t=float("nan"), steps=STEPS)
+    with pytest.raises(ValueError, match="n must be an int >= 1"):
+        variation_view(decoder, a, eta=0.5, n=0, steps=STEPS)

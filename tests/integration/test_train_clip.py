@@ -7,7 +7,7 @@ import torch
 
 import clipspace  # noqa: F401  (registers the shipped configs)
 from clipspace import world
-from clipspace.clip import CONFIG_DIR
+from clipspace.factory import CONFIG_DIR
 from clipspace.train.clip import save_checkpoint, scenes_to_tensor, train
 
 
@@ -43,3 +43,24 @@ def test_checkpoint_loads_back_through_open_clip_local_dir(tmp_path):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(model.encode_image(x), again.encode_image(x), atol=1e-6)
+
+
+def test_lr_schedule_is_linear_warm_up_then_diffusers_half_cosine():
+    # Reference for the cosine part: diffusers' get_cosine_schedule_with_warmup. Its warm-up starts at 0
+    # (lr * step / warmup); ours, which trained the shipped models, at lr / warmup, one step ahead.
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+
+    from clipspace.train.clip import lr_at
+
+    steps, warmup, lr = 50, 8, 1e-3
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    sched = get_cosine_schedule_with_warmup(opt, warmup, steps)
+    theirs = []
+    for _ in range(steps):
+        theirs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    ours = [lr_at(s, steps, lr, warmup) for s in range(steps)]
+    np.testing.assert_allclose(ours[warmup:], theirs[warmup:], rtol=1e-12, atol=1e-18)
+    np.testing.assert_allclose(ours[:warmup], [lr * (s + 1) / warmup for s in range(warmup)], rtol=1e-12)
+    assert ours[warmup - 1] == ours[warmup] == lr and theirs[0] == 0.0

@@ -9,7 +9,7 @@ import pytest
 
 from clipspace.notebook_outputs import CHECK_MARK, checked_text, load_sanitizers, main, record, strip
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SANITIZE = ROOT / "notebooks" / "sanitize.cfg"
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from clipspace.notebook_outputs import is_checked, strip
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 PATHS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 TOUR = NOTEBOOKS / "00_tour.ipynb"
 

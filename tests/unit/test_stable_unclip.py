@@ -9,7 +9,8 @@ from diffusers.models.embeddings import get_timestep_embedding
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from clipspace import world
-from clipspace.decoder import Decoder, DecoderMismatchError, build_decoder
+from clipspace.errors import DecoderMismatchError
+from clipspace.decoder import Decoder, build_decoder
 from clipspace.stable_unclip import StableUnclipDecoder, StableUnclipNotAvailableError, tiny_components
 from clipspace.unclip import ddim_sample, decode, images_to_pixels, invert, psnr, random_noise
 

@@ -8,17 +8,9 @@ import torch
 
 from clipspace import world
 from clipspace import decoder as decoder_mod
-from clipspace.decoder import (DecoderMismatchError, DecoderNotFoundError, PixelDecoder, build_decoder,
+from clipspace.errors import DecoderMismatchError, DecoderNotFoundError
+from clipspace.decoder import (PixelDecoder, build_decoder,
                                classifier_free_guidance, get_decoder_config, load_decoder, save_decoder)
-
-
-def tiny_config(**over) -> dict:
-    cfg = get_decoder_config("decoder-tiny")
-    cfg["image_size"] = 16
-    cfg["unet"].update(block_out_channels=[8, 16], norm_num_groups=4,
-                       down_block_types=["DownBlock2D"] * 2, up_block_types=["UpBlock2D"] * 2)
-    cfg.update(over)
-    return cfg
 
 
 def test_shipped_config_builds_the_proposed_unet():
@@ -36,14 +28,14 @@ def test_shipped_config_builds_the_proposed_unet():
     assert "decoder-tiny" not in open_clip.list_models()
 
 
-def test_embedding_changes_the_prediction():
+def test_embedding_changes_the_prediction(tiny_config):
     dec = build_decoder(tiny_config(), seed=0)
     torch.nn.init.normal_(dec.unet.class_embedding.linear_1.weight, std=0.5)
     x, z = torch.randn(2, *dec.latent_shape), torch.randn(2, dec.embed_dim)
     assert (dec.predict(x, 10, z) - dec.predict(x, 10, -z)).abs().max() > 1e-3
 
 
-def test_classifier_free_guidance_formula():
+def test_classifier_free_guidance_formula(tiny_config):
     dec = build_decoder(tiny_config(), seed=1)
     torch.nn.init.normal_(dec.unet.class_embedding.linear_1.weight, std=0.5)
     x, z = torch.randn(3, *dec.latent_shape), torch.randn(3, dec.embed_dim)
@@ -57,7 +49,7 @@ def test_classifier_free_guidance_formula():
 
 
 @pytest.mark.parametrize("fp16", [False, True])
-def test_save_load_round_trip(tmp_path, tiny_clip, fp16):
+def test_save_load_round_trip(tiny_config, tmp_path, tiny_clip, fp16):
     dec = build_decoder(tiny_config(), seed=2)
     save_decoder(dec, tmp_path / "d", fp16=fp16)
     assert json.loads((tmp_path / "d" / "decoder_config.json").read_text())["image_size"] == 16
@@ -66,6 +58,24 @@ def test_save_load_round_trip(tmp_path, tiny_clip, fp16):
     x, z = torch.randn(2, *dec.latent_shape), torch.randn(2, dec.embed_dim)
     a, b = dec.predict(x, 100, z), back.predict(x, 100, z)
     assert (a - b).abs().max() < (5e-3 if fp16 else 1e-7)
+
+
+def test_shipped_decoder_loads_and_saves_back_bit_for_bit(tmp_path):
+    # The shipped fp16 file, read independently of load_decoder, is what the default decoder holds,
+    # and save_decoder(fp16=True) writes it back tensor for tensor: the format round trip loses nothing.
+    from safetensors.torch import load_file
+
+    shipped = load_file(str(decoder_mod.DEFAULT_DECODER_WEIGHTS / decoder_mod.WEIGHTS_FILE))
+    dec = load_decoder()
+    assert dec.unet.dtype == torch.float32 and dec.config["trained_steps"] > 0
+    state = dec.unet.state_dict()
+    assert set(state) == set(shipped) and all(torch.equal(state[k], shipped[k].float()) for k in shipped)
+    save_decoder(dec, tmp_path / "again", fp16=True)
+    again = load_file(str(tmp_path / "again" / decoder_mod.WEIGHTS_FILE))
+    assert all(again[k].dtype == shipped[k].dtype and torch.equal(again[k], shipped[k]) for k in shipped)
+    x, z = torch.randn(2, *dec.latent_shape), torch.nn.functional.normalize(torch.randn(2, dec.embed_dim), dim=-1)
+    torch.testing.assert_close(load_decoder(tmp_path / "again").predict(x, 500, z), dec.predict(x, 500, z),
+                               rtol=0, atol=0)
 
 
 def test_missing_default_weights_say_how_to_train(tmp_path, monkeypatch):
@@ -78,7 +88,7 @@ def test_missing_default_weights_say_how_to_train(tmp_path, monkeypatch):
         get_decoder_config("decoder-nonexistent")
 
 
-def test_mismatched_clip_is_a_clear_error(tmp_path, tiny_clip):
+def test_mismatched_clip_is_a_clear_error(tiny_config, tmp_path, tiny_clip):
     save_decoder(build_decoder(tiny_config(clip_embed_dim=64)), tmp_path / "dim")
     with pytest.raises(DecoderMismatchError, match=r"64-d.*clipspace-tiny.*128-d"):
         load_decoder(tmp_path / "dim", clip=tiny_clip)
@@ -88,7 +98,7 @@ def test_mismatched_clip_is_a_clear_error(tmp_path, tiny_clip):
     build_decoder(tiny_config()).check_clip(tiny_clip)  # the matching pair passes
 
 
-def test_trainer_writes_loadable_checkpoints_and_is_seeded(tmp_path, tiny_clip):
+def test_trainer_writes_loadable_checkpoints_and_is_seeded(tiny_config, tmp_path, tiny_clip):
     from clipspace.train.decoder import train
 
     kw = dict(config=tiny_config(), steps=4, batch_size=6, warmup=2, checkpoint_every=2, progress=False)
@@ -109,7 +119,7 @@ def test_trainer_writes_loadable_checkpoints_and_is_seeded(tmp_path, tiny_clip):
     assert [h["loss"] for h in again] == [h["loss"] for h in hist]
 
 
-def test_trainer_loss_falls(tiny_clip):
+def test_trainer_loss_falls(tiny_config, tiny_clip):
     # Not a quality check (the card has that): the objective and the optimiser are wired so loss falls.
     from clipspace.train.decoder import train
 
@@ -118,7 +128,7 @@ def test_trainer_loss_falls(tiny_clip):
     assert last < 0.8 * first
 
 
-def test_a_continued_run_starts_from_the_first_and_counts_on(tmp_path, tiny_clip):
+def test_a_continued_run_starts_from_the_first_and_counts_on(tiny_config, tmp_path, tiny_clip):
     from clipspace.train.decoder import train
 
     kw = dict(batch_size=6, warmup=1, checkpoint_every=2, progress=False)
@@ -148,6 +158,31 @@ def test_scene_pool_pairs_each_image_with_its_embedding(tiny_clip):
     torch.testing.assert_close(pool.z[:1], clip_embeddings(tiny_clip, scenes), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("start", [0, 27000])
+def test_weight_average_is_min_decay_n_over_9_plus_n(start):
+    # Reference: the average by hand, decay min(ema_decay, n / (9 + n)) at the n-th step of the whole
+    # training, so a continued run (start steps done) goes on with the full decay.
+    from clipspace.train.decoder import weight_average
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(6, 3)
+    average = weight_average(model, 0.9, step=start)
+    by_hand = [p.detach().clone() for p in model.parameters()]
+    for n in range(start + 1, start + 31):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        average.step(model.parameters())
+        d = min(0.9, n / (9 + n))
+        by_hand = [d * h + (1 - d) * p.detach() for h, p in zip(by_hand, model.parameters())]
+        assert average.cur_decay_value == pytest.approx(d, rel=1e-12, abs=0)
+    for h, s in zip(by_hand, average.shadow_params):
+        torch.testing.assert_close(s, h, rtol=1e-5, atol=1e-6)
+    copy = torch.nn.Linear(6, 3).requires_grad_(False)
+    average.copy_to(copy.parameters())
+    torch.testing.assert_close(copy.weight, by_hand[0], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("prediction_type", ["v_prediction", "epsilon"])
 def test_min_snr_weights_put_min_snr_gamma_on_the_x0_error(prediction_type):
     # Reference: diffusers' own conversion of a model output to x0 (DDPMScheduler.step's
@@ -174,7 +209,7 @@ def test_min_snr_weights_put_min_snr_gamma_on_the_x0_error(prediction_type):
         assert weighted == pytest.approx(expected, rel=1e-3), t
 
 
-def test_min_snr_loss_trains_and_is_recorded(tmp_path, tiny_clip):
+def test_min_snr_loss_trains_and_is_recorded(tiny_config, tmp_path, tiny_clip):
     from clipspace.train.decoder import train
 
     _, hist = train(tiny_clip, tiny_config(), steps=2, batch_size=6, warmup=1, seed=0, progress=False,

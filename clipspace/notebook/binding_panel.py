@@ -1,0 +1,116 @@
+"""Notebook 04's panel: every swap pair of one kind as a point, and one image scored against two captions.
+
+The scatter is `clipspace.binding.pair_scores_figure` of the probe's result; the score button is one
+call of `clipspace.binding.binding_probe` (one image, the two typed captions). This module only
+chooses the arguments from the controls and puts the results on screen.
+
+    panel = BindingPanel(clip, rows, result)          # rows: binding.binding_pairs(n); display(panel)
+    panel.controls.kind.value = "count"               # the scatter shows the count pairs
+    panel.controls.caption_b.value = "a circle that is red"; panel.controls.score.click()   # panel.pair_bars
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import ipywidgets as W
+import plotly.graph_objects as go
+
+from ..binding import KINDS, binding_probe, pair_scores_figure
+from ..figures import png_bytes
+from ..widgets import FigureWidget, error_output, figure_panel, guarded, save_button
+from .zero_shot_panel import put_figure
+
+
+class BindingPanel:
+    """The binding probe's pairs of one kind, and one image against two captions you can edit.
+
+    `rows`: (scene, true caption, swapped caption, kind) as `binding.binding_pairs` gives them;
+    `result`: `binding_probe` of those rows (computed here when not given).
+    `controls`: kind (a swap kind or 'all'), pair (index within the kind), caption_a, caption_b
+    (set to the pair's true and swapped captions when the pair changes; edit, then press score),
+    score (a Button). `scatter`, `pair_bars`: the FigureWidgets, updated in place; `scores`: the
+    last (cosine A, cosine B); `output`: errors.
+    """
+
+    def __init__(self, clip, rows, result=None):
+        self.clip, self.rows = clip, list(rows)
+        self.result = result if result is not None else binding_probe(
+            clip, [r[0] for r in self.rows], [r[1] for r in self.rows], [r[2] for r in self.rows],
+            [r[3] for r in self.rows])
+        kinds = [k for k in KINDS if k in set(self.result.kinds)] + \
+            [k for k in dict.fromkeys(self.result.kinds) if k not in KINDS]
+        self.scatter, self.scores = None, None
+        c = self.controls = SimpleNamespace(
+            kind=W.Dropdown(options=[*kinds, "all"], value=kinds[0], description="swap kind"),
+            pair=W.IntSlider(value=0, min=0, max=max(len(self.pairs_of_kind(kinds[0])) - 1, 0), description="pair"),
+            caption_a=W.Text(description="caption A", layout=W.Layout(width="460px")),
+            caption_b=W.Text(description="caption B", layout=W.Layout(width="460px")),
+            score=W.Button(description="score", icon="calculator"),
+        )
+        self.scores_text = W.HTML()
+        self.picture = W.Image(format="png", width=160, height=160)
+        self.output = error_output()
+        self.pair_bars = FigureWidget(go.Bar(x=["caption A", "caption B"], y=[0.0, 0.0],
+                                             marker_color=["#4c72b0", "#dd8452"]))
+        self.pair_bars.update_layout(height=260, width=300, yaxis=dict(title="cosine"),
+                                     margin=dict(l=10, r=10, t=40, b=30))
+        self._draw = {name: guarded(self.output)(getattr(self, f"_draw_{name}")) for name in ("kind", "pair", "score")}
+        self._quiet = False  # set while the kind redraws: moving the pair's max redraws the pair once, after
+        c.kind.observe(lambda _: self.refresh("kind"), names="value")
+        c.pair.observe(lambda _: None if self._quiet else self.refresh("pair"), names="value")
+        c.score.on_click(lambda _: self.refresh("score"))
+        self.refresh()
+        self.scatter = self.scatter if self.scatter is not None else FigureWidget(go.Figure())
+        side = W.VBox([c.pair, self.picture, c.caption_a, c.caption_b, W.HBox([c.score, self.scores_text]),
+                       self.pair_bars])
+        self.widget = figure_panel(W.HBox([self.scatter, side]), [c.kind], self.output,
+                                   save=save_button(lambda: self.scatter, "binding_pair_scores", self.output))
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+    def figures(self) -> dict:
+        """The scatter and the two captions' bars, named for `save_figure` / `clipspace tour`."""
+        return {"binding_pair_scores": self.scatter, "binding_caption_pair": self.pair_bars}
+
+    def refresh(self, view: str = "kind") -> None:
+        """'kind': the scatter, then the pair; 'pair': the pair's image and captions, then its scores;
+        'score': the typed captions against the pair's image."""
+        self._draw[view]()
+
+    def pairs_of_kind(self, kind: str | None = None) -> list[tuple]:
+        """The rows of `kind` (default: the dropdown's), in order; every row for 'all'."""
+        kind = self.controls.kind.value if kind is None else kind
+        return [r for r in self.rows if kind == "all" or r[3] == kind]
+
+    def current_pair(self) -> tuple:
+        return self.pairs_of_kind()[self.controls.pair.value]
+
+    # each draw calls the next one unguarded: its own guard already shows the error
+    def _draw_kind(self):
+        self.scatter = put_figure(self.scatter, pair_scores_figure(self.result, self.controls.kind.value))
+        self._quiet = True
+        try:
+            self.controls.pair.max = len(self.pairs_of_kind()) - 1
+        finally:
+            self._quiet = False
+        self._draw_pair()
+
+    def _draw_pair(self):
+        scene, true_caption, swapped_caption, _ = self.current_pair()
+        self.picture.value = png_bytes(scene.render(160))
+        self.controls.caption_a.value, self.controls.caption_b.value = true_caption, swapped_caption
+        self._draw_score()
+
+    def _draw_score(self):
+        c = self.controls
+        r = binding_probe(self.clip, [self.current_pair()[0]], [c.caption_a.value], [c.caption_b.value])
+        a, b = float(r.true_scores[0]), float(r.swapped_scores[0])
+        self.scores = (a, b)
+        with self.pair_bars.batch_update():
+            self.pair_bars.data[0].y = [a, b]
+            self.pair_bars.layout.title = f"A {a:.3f} vs B {b:.3f}: {'A' if a > b else 'B' if b > a else 'tie'} wins"
+        self.scores_text.value = (f"cosine(image, A) = <b>{a:.3f}</b>, cosine(image, B) = <b>{b:.3f}</b>, "
+                                  f"margin {a - b:+.3f}")

@@ -1,0 +1,137 @@
+"""Notebook 05's panel: write a word on a world scene, and see whether the label (and the decoder) follow it.
+
+The attack view is one call of `clipspace.typographic.scene_attack` (the scene clean and with the
+word, both classified by shape); the decode view inverts the attacked scene with `clipspace.unclip`
+(`invert`, `decode`, `variations`) and classifies each decode. This module only chooses the
+arguments from the controls and puts the results on screen. Without a decoder (`decoder_for`), the
+decode view is one line saying why; the attack view works the same.
+
+    panel = TypographicPanel(clip, decoder, world.typographic_scenes(12), reason=why)
+    panel.section("attack"); panel.section("decode")     # or display(panel) for both
+    panel.controls.opacity.value = 0.3                   # what a slider does; panel.bars changed
+    panel.controls.decode.click()                        # panel.grids["decode"] changed
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import ipywidgets as W
+import plotly.graph_objects as go
+
+from .. import world
+from ..figures import image_grid, png_bytes
+from ..typographic import scene_attack
+from ..unclip import decode, invert, variations
+from ..widgets import FigureWidget, error_output, figure_panel, guarded, save_button
+from ..zero_shot import WORLD_TEMPLATES, ZeroShotClassifier, world_classnames
+from .zero_shot_panel import put_figure
+
+VIEWS = ("attack", "decode")
+
+
+class TypographicPanel:
+    """One scene, clean and with a written word, classified by shape; the attacked image decoded.
+
+    `controls`: scene (index into `scenes`; resets word, x and y to the scene's own label), word,
+    size, opacity, x, y (the word's centre), eta (the variations' DDIM eta), decode (a Button:
+    invert the attacked scene and decode it again). `attack`: the last `SceneAttack`; `bars`: its
+    FigureWidget, updated in place; `grids`: the last decoded grid; `outputs`: each view's Output.
+    `decoder` None: the decode view is `reason`, one line.
+    """
+
+    def __init__(self, clip, decoder, scenes=None, steps: int = 20, reason: str = "", image_size: int = 160):
+        self.clip, self.decoder, self.steps, self.image_size = clip, decoder, steps, image_size
+        self.scenes = list(world.typographic_scenes(12) if scenes is None else scenes)
+        self.reason = reason or "No decoder pairs with this CLIP."
+        self.attack, self.bars, self.grids = None, None, {}
+        first = self.scenes[0].text
+        c = self.controls = SimpleNamespace(
+            scene=W.IntSlider(value=0, min=0, max=len(self.scenes) - 1, description="scene"),
+            word=W.Text(value=first.word if first else "ipod", description="word", continuous_update=False),
+            size=W.FloatSlider(value=0.22, min=0.08, max=0.5, step=0.02, description="size", continuous_update=False),
+            opacity=W.FloatSlider(value=1.0, min=0.0, max=1.0, step=0.05, description="opacity",
+                                  continuous_update=False),
+            x=W.FloatSlider(value=0.5, min=0.1, max=0.9, step=0.05, description="x", continuous_update=False),
+            y=W.FloatSlider(value=0.8, min=0.1, max=0.9, step=0.05, description="y", continuous_update=False),
+            eta=W.FloatSlider(value=0.7, min=0.1, max=1.0, step=0.1, description="eta"),
+            decode=W.Button(description="decode", icon="paint-brush"),
+        )
+        self.clean_view, self.attacked_view = (W.Image(format="png", width=160, height=160) for _ in range(2))
+        self.decoded_view = W.Image(format="png")
+        self.outputs = {v: error_output() for v in VIEWS}
+        self._draw = {"scene": guarded(self.outputs["attack"])(self._draw_scene),
+                      "attack": guarded(self.outputs["attack"])(self._draw_attack),
+                      "decode": guarded(self.outputs["decode"])(self._draw_decode)}
+        self._quiet = False  # set while a new scene sets word, x and y: one redraw after, not three
+        for control in (c.word, c.size, c.opacity, c.x, c.y):
+            control.observe(lambda _: None if self._quiet else self.refresh("attack"), names="value")
+        c.scene.observe(lambda _: self.refresh("scene"), names="value")
+        self.refresh("scene")
+        self.bars = self.bars if self.bars is not None else FigureWidget(go.Figure())
+        self.sections = {"attack": figure_panel(
+            W.HBox([W.VBox([W.HTML("clean"), self.clean_view]), W.VBox([W.HTML("attacked"), self.attacked_view]),
+                    self.bars]),
+            [W.VBox([c.scene, c.word]), W.VBox([c.size, c.opacity]), W.VBox([c.x, c.y])], self.outputs["attack"],
+            save=save_button(lambda: self.bars, "typographic_bars", self.outputs["attack"]))}
+        if decoder is None:
+            self.sections["decode"] = W.HTML(f"<i>{self.reason}</i>")
+        else:
+            self.shape_classifier = ZeroShotClassifier.from_clip(clip, world_classnames("shape"),
+                                                                 WORLD_TEMPLATES["shape"])
+            c.decode.on_click(lambda _: self.refresh("decode"))
+            self.refresh("decode")
+            self.sections["decode"] = figure_panel(
+                W.HBox([self.decoded_view, self.bars]), [c.eta, c.decode], self.outputs["decode"],
+                save=save_button(lambda: self.grids.get("decode"), "typographic_decoded", self.outputs["decode"]))
+        self.widget = W.VBox(list(self.sections.values()))
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+    def section(self, view: str):
+        """One view's widgets, for a notebook section; without a decoder, 'decode' is the reason."""
+        if view not in VIEWS:
+            raise ValueError(f"view={view!r}; use one of {', '.join(VIEWS)}")
+        return self.sections[view]
+
+    def figures(self) -> dict:
+        """The bars and (with a decoder) the decoded grid, named for `save_figure` / `clipspace tour`."""
+        return {"typographic_bars": self.bars,
+                **({"typographic_decoded": self.grids["decode"]} if "decode" in self.grids else {})}
+
+    def refresh(self, view: str = "attack") -> None:
+        """'scene': the slider's scene with its own label, then 'attack': write the word and classify
+        clean and attacked; 'decode': invert the attacked scene and decode it."""
+        self._draw[view]()
+
+    def _draw_scene(self):
+        c, text = self.controls, self.scenes[self.controls.scene.value].text
+        if text is not None:
+            self._quiet = True
+            try:
+                c.word.value, c.x.value, c.y.value = text.word, round(text.x, 2), round(text.y, 2)
+            finally:
+                self._quiet = False
+        self._draw_attack()  # unguarded: this call's guard already shows the error
+
+    def _draw_attack(self):
+        c = self.controls
+        sa = self.attack = scene_attack(self.clip, self.scenes[c.scene.value], c.word.value, x=c.x.value, y=c.y.value,
+                                        size=c.size.value, opacity=c.opacity.value, image_size=self.image_size)
+        self.clean_view.value, self.attacked_view.value = png_bytes(sa.clean), png_bytes(sa.attacked)
+        self.bars = put_figure(self.bars, sa.figure(top=None))
+
+    def _draw_decode(self):
+        sa, steps = self.attack, self.steps
+        latents = invert(self.decoder, self.clip, [sa.attacked_scene], steps=steps)
+        images = decode(self.decoder, latents.z, latents.x_T, eta=0.0, steps=steps)  # the reconstruction
+        images += variations(self.decoder, latents.z, latents.x_T, n=3, eta=self.controls.eta.value, steps=steps,
+                             seed=0)
+        called = self.shape_classifier(self.clip, images).predicted_names
+        self.grids["decode"] = image_grid([sa.attacked_scene.render(self.decoder.image_size)] + images, scale=4,
+                                          font_size=11, titles=[f'"{sa.word}" → {sa.attacked_prediction}',
+                                                                f"recon: {called[0]}"]
+                                          + [f"variation: {c}" for c in called[1:]])
+        self.decoded_view.value = png_bytes(self.grids["decode"])
