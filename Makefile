@@ -17,9 +17,11 @@ $(UV):
 	python3 -m venv .tools
 	.tools/bin/python -m pip install --quiet 'uv==$(UV_VERSION)'
 
-# --locked: install the lock as it is, and fail if it no longer matches pyproject.toml (run `make lock`)
+# --locked: install the lock as it is, and fail if it no longer matches pyproject.toml (run `make lock`).
+# --compile-bytecode: uv leaves .pyc to first import, which never writes them under PYTHONDONTWRITEBYTECODE
+# (set on these machines): every kernel would then compile torch and sympy again, 20 s more per start.
 $(STAMP): uv.lock pyproject.toml | $(UV)
-	$(UV) sync --locked --extra notebooks --extra dev --python python3
+	$(UV) sync --locked --compile-bytecode --extra notebooks --extra dev --python python3
 	touch $(STAMP)
 
 lab: $(STAMP)

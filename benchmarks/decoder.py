@@ -17,7 +17,7 @@ def unet_flops(decoder, batch: int = 1) -> int:
 
 def run(quick: bool = False, peak_gflops: dict | None = None) -> dict:
     from clipspace import world
-    from clipspace.unclip import decode, invert, random_noise
+    from clipspace.unclip.latents import decode, invert, random_noise
 
     clip, clip_note = subjects.offline_clip()
     decoder, note = subjects.offline_decoder(clip)

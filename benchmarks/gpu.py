@@ -5,7 +5,7 @@
   would be ~112k images/s) and of a measured bf16 matmul peak.
 - images/s through `clip.encode_images(paths)` (PNG decoding and preprocessing included), against
   a torch DataLoader with worker processes doing the decoding (what overlap would give).
-- the Stable unCLIP adapter (`clipspace.stable_unclip`) on tiny components built from configs:
+- the Stable unCLIP adapter (`clipspace.unclip.stable_unclip`) on tiny components built from configs:
   invert plus decode, one image, 50 steps.
 Every measurement function takes a device, so the same code is smoke-tested on the CPU.
 The figures of the last GPU run are kept in benchmarks/gpu_last.json (date and device with them).
@@ -137,7 +137,7 @@ def tiny_stable_unclip(device, embed_dim: int = 128, seed: int = 0):
     """A StableUnclipDecoder over tiny, randomly initialised components (the tests' own)."""
     from diffusers import StableUnCLIPImg2ImgPipeline
 
-    from clipspace.stable_unclip import StableUnclipDecoder, tiny_components
+    from clipspace.unclip.stable_unclip import StableUnclipDecoder, tiny_components
 
     pipe = StableUnCLIPImg2ImgPipeline(feature_extractor=None, image_encoder=None, **tiny_components(embed_dim, seed=seed))
     pipe.to(torch.device(device))
@@ -147,7 +147,7 @@ def tiny_stable_unclip(device, embed_dim: int = 128, seed: int = 0):
 def stable_unclip_roundtrip(device, steps: int = 50, repeat: int = 5) -> dict:
     """Seconds to invert one image and decode it back through the Stable unCLIP adapter (tiny components)."""
     from clipspace import world
-    from clipspace.unclip import decode, invert
+    from clipspace.unclip.latents import decode, invert
 
     device = torch.device(device)
     clip, _ = subjects.offline_clip()

@@ -12,7 +12,7 @@ import traceback
 
 import numpy as np
 
-from clipspace.widgets import callback_threads, torch_threads
+from clipspace.notebook.widgets import callback_threads, torch_threads
 
 from . import subjects
 from .harness import goal_check, latency, summarize
@@ -41,10 +41,10 @@ def _have(module: str, *names: str) -> bool:
 def zero_shot_classes(clip, n_images: int = 48):
     from clipspace import world
 
-    if _have("zero_shot", "world_zero_shot", "confusion_figure", "parse_classnames"):
+    if _have("probes.zero_shot", "world_zero_shot", "confusion_figure", "parse_classnames"):
         # notebook 01's `update`: parse the typed classes, world_zero_shot on the precomputed scene
         # embeddings, a new confusion figure (the FigureWidget update itself is plotly's)
-        from clipspace.zero_shot import confusion_figure, embed_images, parse_classnames, world_zero_shot
+        from clipspace.probes.zero_shot import confusion_figure, embed_images, parse_classnames, world_zero_shot
 
         scenes = world.single_objects(n_images)
         emb = embed_images(clip, scenes)
@@ -58,7 +58,7 @@ def zero_shot_classes(clip, n_images: int = 48):
         return (f"notebook 01 `update`: world_zero_shot on {n_images} precomputed scene embeddings (world templates) "
                 "+ confusion_figure"), callback
 
-    from clipspace.zero_shot import WORLD_TEMPLATES, zero_shot
+    from clipspace.probes.zero_shot import WORLD_TEMPLATES, zero_shot
 
     emb = clip.encode_images([s.render(clip.image_size) for s in world.single_objects(n_images)], cache=False, progress=False)
     extra = [w for w in world.WORDS if w not in world.SHAPES]
@@ -70,7 +70,7 @@ def zero_shot_classes(clip, n_images: int = 48):
 
 
 def zero_shot_classes_openai(clip, n_images: int = 8):
-    from clipspace.zero_shot import SIMPLE_TEMPLATES, zero_shot
+    from clipspace.probes.zero_shot import SIMPLE_TEMPLATES, zero_shot
 
     emb = _unit(n_images, clip.embed_dim)
     base = ["cat", "dog", "car", "apple", "rocket", "coffee"]
@@ -84,8 +84,8 @@ def zero_shot_classes_openai(clip, n_images: int = 8):
 
 def typographic_text(clip):
     from clipspace import world
-    from clipspace.typographic import write_text
-    from clipspace.zero_shot import WORLD_TEMPLATES, ZeroShotClassifier
+    from clipspace.probes.typographic import write_text
+    from clipspace.probes.zero_shot import WORLD_TEMPLATES, ZeroShotClassifier
 
     zsc = ZeroShotClassifier.from_clip(clip, list(world.SHAPES), WORLD_TEMPLATES["shape"])
     image = world.single_objects(1)[0].render(224)
@@ -99,7 +99,7 @@ def typographic_text(clip):
 
 
 def pca_k(clip, n: int = 1000):
-    from clipspace.pca import EmbeddingPCA
+    from clipspace.maps.pca import EmbeddingPCA
 
     X = _unit(n, clip.embed_dim)
     pca = EmbeddingPCA(renormalize=True).fit(X)
@@ -113,7 +113,7 @@ def pca_k(clip, n: int = 1000):
 
 
 def binding_kind(clip, n_per_kind: int = 50):
-    from clipspace.binding import KINDS, binding_pairs, binding_probe
+    from clipspace.probes.binding import KINDS, binding_pairs, binding_probe
 
     cached = {}
     for kind in KINDS:  # the notebook embeds each kind's images once
@@ -129,7 +129,7 @@ def binding_kind(clip, n_per_kind: int = 50):
 
 
 def binding_kind_from_scratch(clip, n_per_kind: int = 50):
-    from clipspace.binding import KINDS, world_binding
+    from clipspace.probes.binding import KINDS, world_binding
 
     def callback(i):  # the naive callback: render and embed the kind's images on every change
         return world_binding(clip, n_per_kind, [KINDS[i % len(KINDS)]]).summary()
@@ -139,7 +139,7 @@ def binding_kind_from_scratch(clip, n_per_kind: int = 50):
 
 def _map(clip, n: int):
     from clipspace import world
-    from clipspace.maps import EmbeddingMap, scene_table
+    from clipspace.maps.embedding_map import EmbeddingMap, scene_table
 
     scenes = world.mixed_scenes(n)
     return EmbeddingMap.build(_unit(n, clip.embed_dim), table=scene_table(scenes), projection="pca", clip=clip)
@@ -172,14 +172,14 @@ NOTEBOOK_STEPS = 25  # notebook 06's STEPS: DDIM steps for inversion and decodin
 
 def _latents(decoder, clip, steps, n: int = 2):
     from clipspace import world
-    from clipspace.unclip import invert
+    from clipspace.unclip.latents import invert
 
     images = [s.render(decoder.image_size) for s in world.single_objects(max(n, 6))[:n]]
     return invert(decoder, clip, images, steps=steps)
 
 
 def unclip_frame(decoder, clip, steps: int = NOTEBOOK_STEPS):
-    from clipspace.unclip import decode
+    from clipspace.unclip.latents import decode
 
     lat = _latents(decoder, clip, steps, 1)
     etas = np.linspace(0.1, 1.0, 10)
@@ -191,7 +191,7 @@ def unclip_frame(decoder, clip, steps: int = NOTEBOOK_STEPS):
 
 
 def unclip_eta(decoder, clip, steps: int = NOTEBOOK_STEPS):
-    from clipspace.unclip_views import variation_view
+    from clipspace.unclip.views import variation_view
 
     lat = _latents(decoder, clip, steps, 1)
     etas = np.linspace(0.0, 1.0, 5)
@@ -204,7 +204,7 @@ def unclip_eta(decoder, clip, steps: int = NOTEBOOK_STEPS):
 
 def unclip_t(decoder, clip, steps: int = NOTEBOOK_STEPS, reinvert: bool = True):
     from clipspace import world
-    from clipspace.unclip_views import interpolation_view, reconstruction
+    from clipspace.unclip.views import interpolation_view, reconstruction
 
     lat = _latents(decoder, clip, steps, 1)
     target_image = world.single_objects(6)[5].render(decoder.image_size)
@@ -221,7 +221,7 @@ def unclip_t(decoder, clip, steps: int = NOTEBOOK_STEPS, reinvert: bool = True):
 
 
 def unclip_theta(decoder, clip, steps: int = NOTEBOOK_STEPS):
-    from clipspace.unclip_views import text_diff_view
+    from clipspace.unclip.views import text_diff_view
 
     lat = _latents(decoder, clip, steps, 1)
     thetas = np.linspace(0.1, 1.0, 10)
@@ -241,31 +241,31 @@ def run(quick: bool = False) -> dict:
     notes = [f"model: {clip_note}", "p50/p95 over a new widget value per call, after 2 untimed calls; budget: "
              f"{EMBED_BUDGET_S * 1e3:.0f} ms for embedding-only controls, {FRAME_BUDGET_S:.0f} s for a decoder frame "
              "(goal: p95 within it; a decoder view showing n frames is held to n x 1 s, its per-frame p95).",
-             f"callbacks run with {callback_threads()} torch thread(s), as clipspace.widgets.guarded runs them "
+             f"callbacks run with {callback_threads()} torch thread(s), as clipspace.notebook.widgets.guarded runs them "
              "(every core but one, left to the front end)"]
     n_fast, n_slow = (5, 3) if quick else (30, 10)
     controls = [  # (notebook control, module, names needed, factory, budget, model)
-        ("zero-shot: class list", "zero_shot", ("zero_shot",), lambda: zero_shot_classes(clip), EMBED_BUDGET_S, "offline"),
-        ("typographic: written word", "typographic", ("write_text",), lambda: typographic_text(clip), EMBED_BUDGET_S, "offline"),
-        ("PCA: k", "pca", ("EmbeddingPCA",), lambda: pca_k(clip), EMBED_BUDGET_S, "offline"),
-        ("binding: swap kind", "binding", ("binding_probe",), lambda: binding_kind(clip), EMBED_BUDGET_S, "offline"),
-        ("binding: swap kind, images re-embedded", "binding", ("world_binding",),
+        ("zero-shot: class list", "probes.zero_shot", ("zero_shot",), lambda: zero_shot_classes(clip), EMBED_BUDGET_S, "offline"),
+        ("typographic: written word", "probes.typographic", ("write_text",), lambda: typographic_text(clip), EMBED_BUDGET_S, "offline"),
+        ("PCA: k", "maps.pca", ("EmbeddingPCA",), lambda: pca_k(clip), EMBED_BUDGET_S, "offline"),
+        ("binding: swap kind", "probes.binding", ("binding_probe",), lambda: binding_kind(clip), EMBED_BUDGET_S, "offline"),
+        ("binding: swap kind, images re-embedded", "probes.binding", ("world_binding",),
          lambda: binding_kind_from_scratch(clip), EMBED_BUDGET_S, "offline"),
-        ("map: recolour by column", "maps", ("EmbeddingMap",), lambda: map_color_by(clip), EMBED_BUDGET_S, "offline"),
-        ("map: recolour by text query", "maps", ("EmbeddingMap",), lambda: map_color_by_query(clip), EMBED_BUDGET_S, "offline"),
-        (BEFORE_THREADS, "maps", ("EmbeddingMap",), lambda: map_color_by_query(clip), None, "offline"),
+        ("map: recolour by column", "maps.embedding_map", ("EmbeddingMap",), lambda: map_color_by(clip), EMBED_BUDGET_S, "offline"),
+        ("map: recolour by text query", "maps.embedding_map", ("EmbeddingMap",), lambda: map_color_by_query(clip), EMBED_BUDGET_S, "offline"),
+        (BEFORE_THREADS, "maps.embedding_map", ("EmbeddingMap",), lambda: map_color_by_query(clip), None, "offline"),
     ]
     decoder_note = None
     decoder_controls = [  # (control, module, names, factory)
         ("unCLIP: one frame (decode)", "unclip", ("decode", "invert"), lambda: unclip_frame(decoder, clip)),
-        ("unCLIP: eta", "unclip_views", ("variation_view",), lambda: unclip_eta(decoder, clip)),
-        ("unCLIP: interpolation t", "unclip_views", ("interpolation_view", "reconstruction"),
+        ("unCLIP: eta", "unclip.views", ("variation_view",), lambda: unclip_eta(decoder, clip)),
+        ("unCLIP: interpolation t", "unclip.views", ("interpolation_view", "reconstruction"),
          lambda: unclip_t(decoder, clip)),
-        ("unCLIP: interpolation t, target kept", "unclip_views", ("interpolation_view", "reconstruction"),
+        ("unCLIP: interpolation t, target kept", "unclip.views", ("interpolation_view", "reconstruction"),
          lambda: unclip_t(decoder, clip, reinvert=False)),
-        ("unCLIP: text-diff theta", "unclip_views", ("text_diff_view",), lambda: unclip_theta(decoder, clip)),
+        ("unCLIP: text-diff theta", "unclip.views", ("text_diff_view",), lambda: unclip_theta(decoder, clip)),
     ]
-    if _have("decoder", "build_decoder") and _have("unclip", "decode", "invert"):
+    if _have("unclip.decoder", "build_decoder") and _have("unclip", "decode", "invert"):
         decoder, decoder_note = subjects.offline_decoder(clip)
         notes.append(f"decoder: {decoder_note}")
         controls += [(name, module, needed, factory, FRAME_BUDGET_S, "decoder")
@@ -276,7 +276,7 @@ def run(quick: bool = False) -> dict:
     if not quick:  # a real-sized CLIP on this CPU, for scale (not a goal: the notebooks default to the tiny one)
         vit, vit_note = subjects.arch_clip()
         notes.append(f"the last row: {vit_note}; shown for scale, not held to the budget")
-        controls.append(("zero-shot: class list (ViT-B-32)", "zero_shot", ("zero_shot",),
+        controls.append(("zero-shot: class list (ViT-B-32)", "probes.zero_shot", ("zero_shot",),
                          lambda: zero_shot_classes_openai(vit), None, "ViT-B-32"))
     rows, goals, data = [], [], {}
     for name, module, needed, factory, budget, model in controls:

@@ -23,7 +23,7 @@ def unit_vectors(n: int, d: int = 128, seed: int = 0) -> np.ndarray:
 
 
 def _fit_times(method: str, X: np.ndarray, repeat: int) -> list[float]:
-    from clipspace.projections import make_projection
+    from clipspace.maps.projections import make_projection
 
     out = []
     for _ in range(repeat):
@@ -36,7 +36,7 @@ def _fit_times(method: str, X: np.ndarray, repeat: int) -> list[float]:
 
 
 def run(quick: bool = False) -> dict:
-    from clipspace.projections import ProjectionCache, make_projection
+    from clipspace.maps.projections import ProjectionCache, make_projection
 
     sizes = [500] if quick else [1000, 10000]
     repeats = {"pca": 5, "umap": 2, "tsne": 1} if not quick else {"pca": 2, "umap": 1, "tsne": 1}

@@ -41,7 +41,7 @@ def arch_clip(name: str = RANDOM_ARCH):
 
 def offline_decoder(clip=None):
     """(decoder, note): `load_decoder()`, or the decoder-tiny config with seeded random weights."""
-    from clipspace.decoder import DecoderNotFoundError, build_decoder, load_decoder
+    from clipspace.unclip.decoder import DecoderNotFoundError, build_decoder, load_decoder
 
     try:
         return load_decoder(), "offline decoder `load_decoder()` (trained decoder-tiny weights)"

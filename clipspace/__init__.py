@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import importlib
 
-from .errors import (BadImageError, ClipspaceError, DecoderMismatchError, DecoderNotFoundError,  # no heavy imports
+from clipspace.errors import (BadImageError, ClipspaceError, DecoderMismatchError, DecoderNotFoundError,  # no heavy imports
                      InvalidArgumentError, UnknownModelError, UnsafeCheckpointError, WeightsNotAvailableError)
 
 _LAZY = {  # public name -> the module that defines it
     "ClipModel": "clip", "load_clip": "factory", "Embeddings": "embedding", "load_image": "images",
-    "WORLD_TEMPLATES": "zero_shot", "ZeroShotClassifier": "zero_shot", "build_classifier": "zero_shot",
-    "typographic_attack": "typographic", "write_text": "typographic", "binding_probe": "binding",
-    "EmbeddingPCA": "pca", "factor_table": "factor_probes", "load_decoder": "decoder", "decoder_for": "decoder",
-    "slerp": "slerp",
+    "WORLD_TEMPLATES": "probes.zero_shot", "ZeroShotClassifier": "probes.zero_shot", "build_classifier": "probes.zero_shot",
+    "typographic_attack": "probes.typographic", "write_text": "probes.typographic", "binding_probe": "probes.binding",
+    "EmbeddingPCA": "maps.pca", "factor_table": "probes.factors", "load_decoder": "unclip.decoder", "decoder_for": "unclip.decoder",
+    "slerp": "unclip.slerp",
 }
 
 __all__ = ["ClipspaceError", "UnknownModelError", "UnsafeCheckpointError", "WeightsNotAvailableError",
@@ -29,7 +29,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
         globals()[name] = value  # later lookups are plain attribute reads
         return value
     raise AttributeError(f"module 'clipspace' has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """`python -m clipspace ...` is the `clipspace` command."""
 import sys
 
-from .cli import main
+from clipspace.cli import main
 
 sys.exit(main())

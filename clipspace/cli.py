@@ -12,14 +12,14 @@ from pathlib import Path
 
 
 def _doctor(args) -> int:
-    from . import doctor
+    from clipspace import doctor
 
     return doctor.main()
 
 
 def _tour(args) -> int:
-    from .errors import ClipspaceError
-    from .tour import require_notebook_tools, run_tour
+    from clipspace.errors import ClipspaceError
+    from clipspace.notebook.tour import require_notebook_tools, run_tour
 
     try:
         require_notebook_tools()
@@ -36,7 +36,7 @@ def _tour(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .doctor import EXIT_CODES_HELP  # light: the doctor module imports nothing heavy
+    from clipspace.doctor import EXIT_CODES_HELP  # light: the doctor module imports nothing heavy
 
     ap = argparse.ArgumentParser(prog="clipspace", description="See what CLIP embeddings encode.",
                                  epilog=f"clipspace doctor {EXIT_CODES_HELP}. clipspace tour: 0 all notebooks ran, "

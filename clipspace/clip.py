@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .embedding import encode_images, encode_texts
+from clipspace.embedding import encode_images, encode_texts
 
 
 @dataclass

@@ -75,7 +75,7 @@ def _import_error(module: str) -> str | None:
 def _find_chrome() -> str | None:
     """figures.find_chrome, guarded: figures imports PIL, which may be the broken part."""
     try:
-        from .figures import find_chrome
+        from clipspace.figures import find_chrome
     except Exception:  # noqa: BLE001 (figures (PIL) does not import: search PATH only)
         names = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
         env = os.environ.get("BROWSER_PATH")

@@ -39,8 +39,8 @@ from open_clip.transformer import text_global_pool
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .cache import VectorCache, describe_transform, digest
-from .images import (IMAGE_EXTENSIONS, WHITE, BadImageError, decode_image, describe, list_images, load_image,
+from clipspace.cache import VectorCache, describe_transform, digest
+from clipspace.images import (IMAGE_EXTENSIONS, WHITE, BadImageError, decode_image, describe, list_images, load_image,
                      read_image_file)
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import open_clip
 import torch
 
-from .cache import file_digest
-from .clip import ClipModel
-from .errors import ClipspaceError, UnknownModelError, UnsafeCheckpointError, WeightsNotAvailableError
+from clipspace.cache import file_digest
+from clipspace.clip import ClipModel
+from clipspace.errors import ClipspaceError, UnknownModelError, UnsafeCheckpointError, WeightsNotAvailableError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONFIG_DIR = PACKAGE_DIR / "model_configs"

@@ -26,7 +26,7 @@ from typing import Iterable, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .cache import write_atomic
+from clipspace.cache import write_atomic
 
 FIGURE_DIR_ENV = "CLIPSPACE_FIGURE_DIR"
 BROWSER_ENV = "BROWSER_PATH"  # choreographer (kaleido's browser driver) reads this to find Chrome

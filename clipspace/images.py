@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import BadImageError, describe_source as describe
+from clipspace.errors import BadImageError, describe_source as describe
 
 MAX_PIXELS = 89_478_485  # PIL's own default limit (a 0.25 GB RGB bitmap); raise it per call or here
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp",

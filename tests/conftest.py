@@ -49,7 +49,7 @@ def _build_random_clip_fixture():
 
 def tiny_decoder_config(**over) -> dict:
     """The offline decoder's config shrunk to 16 px and two 8/16-channel blocks: a UNet that trains in seconds."""
-    from clipspace.decoder import get_decoder_config
+    from clipspace.unclip.decoder import get_decoder_config
 
     cfg = get_decoder_config("decoder-tiny")
     cfg["image_size"] = 16

@@ -1,7 +1,7 @@
 """Notebook 04's panel: every swap pair of one kind as a point, and one image scored against two captions.
 
-The scatter is `clipspace.binding.pair_scores_figure` of the probe's result; the score button is one
-call of `clipspace.binding.binding_probe` (one image, the two typed captions). This module only
+The scatter is `clipspace.probes.binding.pair_scores_figure` of the probe's result; the score button is one
+call of `clipspace.probes.binding.binding_probe` (one image, the two typed captions). This module only
 chooses the arguments from the controls and puts the results on screen.
 
     panel = BindingPanel(clip, rows, result)          # rows: binding.binding_pairs(n); display(panel)
@@ -15,10 +15,9 @@ from types import SimpleNamespace
 import ipywidgets as W
 import plotly.graph_objects as go
 
-from ..binding import KINDS, binding_probe, pair_scores_figure
-from ..figures import png_bytes
-from ..widgets import FigureWidget, error_output, figure_panel, guarded, save_button
-from .zero_shot_panel import put_figure
+from clipspace.probes.binding import KINDS, binding_probe, pair_scores_figure
+from clipspace.figures import png_bytes
+from clipspace.notebook.widgets import FigureWidget, error_output, figure_panel, guarded, put_figure, save_button
 
 
 class BindingPanel:

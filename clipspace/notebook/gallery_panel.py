@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import ipywidgets as W
 import plotly.graph_objects as go
 
-from ..figures import png_bytes
-from ..widgets import FigureWidget, error_output, figure_panel, guarded, save_button
+from clipspace.figures import png_bytes
+from clipspace.notebook.widgets import FigureWidget, error_output, figure_panel, guarded, save_button
 
 
 class GalleryPanel:

@@ -13,8 +13,8 @@ from types import SimpleNamespace
 
 import ipywidgets as W
 
-from ..figures import png_bytes
-from ..widgets import error_output, figure_panel, guarded, save_button
+from clipspace.figures import png_bytes
+from clipspace.notebook.widgets import error_output, figure_panel, guarded, save_button
 
 METHODS = [("PCA", "pca"), ("t-SNE", "tsne"), ("UMAP", "umap")]
 

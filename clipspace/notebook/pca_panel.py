@@ -1,9 +1,9 @@
 """Notebook 03's panels: how many principal components the image embeddings use, and what the first k keep.
 
-`PCAPanel` fits `clipspace.pca.EmbeddingPCA` on the image embeddings of some scenes and shows
+`PCAPanel` fits `clipspace.maps.pca.EmbeddingPCA` on the image embeddings of some scenes and shows
 `pca_curves` (explained variance, reconstruction error) and `k_sweep` (what zero-shot still reads
 from held-out embeddings rebuilt from k components). `PCADecodePanel` decodes such rebuilt
-embeddings with the unCLIP decoder (`clipspace.unclip.pca_decode`, `pca_reconstruct`, `decode`).
+embeddings with the unCLIP decoder (`clipspace.unclip.latents.pca_decode`, `pca_reconstruct`, `decode`).
 Every number is one library call; these classes only choose the arguments from the controls and
 put the results on screen. Without a decoder (`decoder_for`), the decode panel is one line saying why.
 
@@ -21,12 +21,12 @@ import ipywidgets as W
 import numpy as np
 from plotly.subplots import make_subplots
 
-from .. import world
-from ..figures import image_grid, png_bytes
-from ..pca import EmbeddingPCA, k_sweep, pca_curves, pca_figure
-from ..unclip import decode, pca_decode, pca_reconstruct, random_noise
-from ..widgets import FigureWidget, error_output, figure_panel, guarded, save_button
-from ..zero_shot import WORLD_TEMPLATES, ZeroShotClassifier, world_classnames, world_labels
+from clipspace import world
+from clipspace.figures import image_grid, png_bytes
+from clipspace.maps.pca import EmbeddingPCA, k_sweep, pca_curves, pca_figure
+from clipspace.unclip.latents import decode, pca_decode, pca_reconstruct, random_noise
+from clipspace.notebook.widgets import FigureWidget, error_output, figure_panel, guarded, save_button
+from clipspace.probes.zero_shot import WORLD_TEMPLATES, ZeroShotClassifier, world_classnames, world_labels
 
 VIEWS = ("curves", "k_sweep")
 STRIP_KS = (0, 1, 2, 4, 8, 16, 32, 64)  # the strip's k (0: the mean embedding), then every component

@@ -1,7 +1,7 @@
 """Notebook 05's panel: write a word on a world scene, and see whether the label (and the decoder) follow it.
 
-The attack view is one call of `clipspace.typographic.scene_attack` (the scene clean and with the
-word, both classified by shape); the decode view inverts the attacked scene with `clipspace.unclip`
+The attack view is one call of `clipspace.probes.typographic.scene_attack` (the scene clean and with the
+word, both classified by shape); the decode view inverts the attacked scene with `clipspace.unclip.latents`
 (`invert`, `decode`, `variations`) and classifies each decode. This module only chooses the
 arguments from the controls and puts the results on screen. Without a decoder (`decoder_for`), the
 decode view is one line saying why; the attack view works the same.
@@ -18,13 +18,12 @@ from types import SimpleNamespace
 import ipywidgets as W
 import plotly.graph_objects as go
 
-from .. import world
-from ..figures import image_grid, png_bytes
-from ..typographic import scene_attack
-from ..unclip import decode, invert, variations
-from ..widgets import FigureWidget, error_output, figure_panel, guarded, save_button
-from ..zero_shot import WORLD_TEMPLATES, ZeroShotClassifier, world_classnames
-from .zero_shot_panel import put_figure
+from clipspace import world
+from clipspace.figures import image_grid, png_bytes
+from clipspace.probes.typographic import scene_attack
+from clipspace.unclip.latents import decode, invert, variations
+from clipspace.notebook.widgets import FigureWidget, error_output, figure_panel, guarded, put_figure, save_button
+from clipspace.probes.zero_shot import WORLD_TEMPLATES, ZeroShotClassifier, world_classnames
 
 VIEWS = ("attack", "decode")
 

@@ -1,6 +1,6 @@
 """Notebook 06's panel: one scene as (z_i, x_T), with reconstruction, variations, interpolation and text diffs.
 
-Each view is one call of `clipspace.unclip_views` (which calls `clipspace.unclip`); this module only
+Each view is one call of `clipspace.unclip.views` (which calls `clipspace.unclip.latents`); this module only
 chooses the arguments from the controls and puts the grids on screen. Moving a scene control
 re-inverts and refreshes every view; moving a view's own controls redraws that view alone.
 Without a decoder that pairs with the CLIP (`decoder_for`), the panel is one line saying why.
@@ -15,10 +15,10 @@ from types import SimpleNamespace
 
 import ipywidgets as W
 
-from .. import world
-from ..figures import png_bytes
-from ..unclip_views import interpolation_view, reconstruction, text_diff_view, variation_view
-from ..widgets import error_output, figure_panel, guarded, save_button
+from clipspace import world
+from clipspace.figures import png_bytes
+from clipspace.unclip.views import interpolation_view, reconstruction, text_diff_view, variation_view
+from clipspace.notebook.widgets import error_output, figure_panel, guarded, save_button
 
 VIEWS = ("reconstruction", "variations", "interpolation", "text_diff")
 

@@ -1,6 +1,6 @@
 """Notebook 01's panel: typed class names and a template set make a zero-shot classifier of world scenes.
 
-Each redraw is one call of `clipspace.zero_shot.world_zero_shot` (a classifier from the typed names
+Each redraw is one call of `clipspace.probes.zero_shot.world_zero_shot` (a classifier from the typed names
 and templates, applied to the probe scenes' embeddings); this module only chooses the arguments from
 the controls and puts the confusion matrix and one scene's probability bars on screen.
 
@@ -15,26 +15,16 @@ from types import SimpleNamespace
 import ipywidgets as W
 import plotly.graph_objects as go
 
-from .. import world
-from ..figures import png_bytes
-from ..typographic import class_probability_bars
-from ..widgets import FigureWidget, error_output, figure_panel, guarded, save_button
-from ..zero_shot import TEMPLATE_SETS, confusion_figure, embed_images, parse_classnames, world_zero_shot
+from clipspace import world
+from clipspace.figures import png_bytes
+from clipspace.probes.typographic import class_probability_bars
+from clipspace.notebook.widgets import FigureWidget, error_output, figure_panel, guarded, put_figure, save_button
+from clipspace.probes.zero_shot import TEMPLATE_SETS, confusion_figure, embed_images, parse_classnames, world_zero_shot
 
 TEMPLATE_LABELS = {"world": "world templates", "imagenet": "open_clip ImageNet templates (80)",
                    "single": 'a single "a photo of a {}."'}
 NO_TRUTH = ("these class names are not all world shapes or all world colours: no truth to score against, "
             "so the confusion matrix keeps the last scored run; the bars still show the probabilities")
-
-
-def put_figure(widget: FigureWidget | None, fig: go.Figure) -> FigureWidget:
-    """`fig` shown in `widget`, in place (one batch update: the browser redraws once); a new
-    `FigureWidget` of `fig` when there is no widget yet (its first message then holds the figure)."""
-    if widget is None:
-        return FigureWidget(fig)
-    with widget.batch_update():
-        widget.update(data=fig.data, layout=fig.layout, overwrite=True)
-    return widget
 
 
 class ZeroShotPanel:

@@ -7,9 +7,9 @@ def main(argv=None) -> None:
     if not argv or argv[0] not in ("clip", "decoder"):
         sys.exit("usage: python -m clipspace.train {clip,decoder} [--help]")
     if argv[0] == "clip":
-        from .clip import main as run
+        from clipspace.train.clip import main as run
     else:
-        from .decoder import main as run
+        from clipspace.train.decoder import main as run
     run(argv[1:])
 
 

@@ -20,9 +20,9 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from .. import world
-from . import start_run
-from ..factory import CONFIG_DIR, DEFAULT_MODEL  # registers the shipped configs with open_clip
+from clipspace import world
+from clipspace.train import start_run
+from clipspace.factory import CONFIG_DIR, DEFAULT_MODEL  # registers the shipped configs with open_clip
 
 log = logging.getLogger("clipspace.train.clip")
 

@@ -39,10 +39,10 @@ from diffusers import DDPMScheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from .. import world
-from . import start_run
-from ..decoder import DEFAULT_DECODER, PixelDecoder, build_decoder, save_decoder
-from .clip import lr_at, scenes_to_tensor
+from clipspace import world
+from clipspace.train import start_run
+from clipspace.unclip.decoder import DEFAULT_DECODER, PixelDecoder, build_decoder, save_decoder
+from clipspace.train.clip import lr_at, scenes_to_tensor
 
 log = logging.getLogger("clipspace.train.decoder")
 
@@ -130,7 +130,7 @@ class HeldOut:
     def preview(self, decoder: PixelDecoder, path: Path, n: int = 8, steps: int = 25, guidance: float = 3.0):
         from PIL import Image
 
-        from ..unclip import decode, random_noise
+        from clipspace.unclip.latents import decode, random_noise
 
         x_T = random_noise(decoder, n, seed=0)
         images = decode(decoder, self.z[:n], x_T, steps=steps, guidance=guidance)
@@ -193,7 +193,7 @@ def train(clip, config: str | dict = DEFAULT_DECODER, steps: int = 12000, batch_
     dev = torch.device(device)
     start, seconds0, history = 0, 0.0, []
     if init is not None:
-        from ..decoder import load_decoder
+        from clipspace.unclip.decoder import load_decoder
 
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
@@ -277,7 +277,7 @@ def train(clip, config: str | dict = DEFAULT_DECODER, steps: int = 12000, batch_
 
 def export_fp16(src: Path, dest: Path) -> Path:
     """Copy a trained decoder directory with fp16 weights (half the size; measure_decoder checks the loss)."""
-    from ..decoder import load_decoder
+    from clipspace.unclip.decoder import load_decoder
 
     save_decoder(load_decoder(src), dest, fp16=True)
     for extra in ("preview.png",):
@@ -318,7 +318,7 @@ def main(argv=None) -> None:
                    help="share of training scenes drawn as plain single objects (0: the CLIP's mixture only)")
     a = p.parse_args(argv)
     start_run(a)
-    from ..clip import load_clip
+    from clipspace.factory import load_clip
 
     clip = load_clip(None if a.clip == "default" else a.clip, pretrained=a.clip_pretrained)
     clip.model.eval()

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from clipspace import world
-from clipspace import decoder as decoder_mod
+from clipspace.unclip import decoder as decoder_mod
 from clipspace.errors import DecoderMismatchError, DecoderNotFoundError
-from clipspace.decoder import (PixelDecoder, build_decoder,
+from clipspace.unclip.decoder import (PixelDecoder, build_decoder,
                                classifier_free_guidance, get_decoder_config, load_decoder, save_decoder)
 
 

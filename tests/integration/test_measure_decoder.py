@@ -6,7 +6,7 @@ import pytest
 from safetensors import safe_open
 
 from clipspace import load_clip
-from clipspace.measure_decoder import TARGETS, main
+from clipspace.train.measure_decoder import TARGETS, main
 from clipspace.train.decoder import main as train_main
 
 
@@ -63,7 +63,7 @@ def test_card_of_a_continued_run_lists_both_runs_and_one_curve(run_dir, tmp_path
 
 
 def test_curve_rows_are_cached_in_each_checkpoint_and_keyed(run_dir, monkeypatch):
-    from clipspace import measure_decoder
+    from clipspace.train import measure_decoder
 
     clip = load_clip()
     first = measure_decoder.curve(run_dir, clip, n=2)

@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from clipspace.notebook_outputs import CHECK_MARK, checked_text, load_sanitizers, main, record, strip
+from clipspace.notebook.outputs import CHECK_MARK, checked_text, load_sanitizers, main, record, strip
 
 ROOT = Path(__file__).resolve().parents[2]
 SANITIZE = ROOT / "notebooks" / "sanitize.cfg"

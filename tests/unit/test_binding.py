@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from clipspace.binding import (BindingResult, binding_figure, binding_pairs, binding_probe, wilson_interval,
+from clipspace.probes.binding import (BindingResult, binding_figure, binding_pairs, binding_probe, wilson_interval,
                                world_binding)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from clipspace import load_clip  # noqa: F401 (load_clip's module registers the tiny architecture)
-from clipspace.binding import binding_pairs
+from clipspace.probes.binding import binding_pairs
 from clipspace.notebook.binding_panel import BindingPanel
 
 N = 3  # pairs per kind

@@ -174,7 +174,7 @@ def test_doctor_runs_and_names_a_broken_torchvision(tmp_path):
 
 
 def test_cli_and_doctor_import_nothing_heavy(tmp_path):
-    code = ("import sys, clipspace, clipspace.cli, clipspace.doctor, clipspace.tour\n"
+    code = ("import sys, clipspace, clipspace.cli, clipspace.doctor, clipspace.notebook.tour\n"
             "clipspace.cli.build_parser()\n"
             "heavy = {'torch', 'torchvision', 'open_clip', 'numpy', 'PIL', 'nbformat', 'nbclient', 'sklearn'}\n"
             "print(sorted(heavy & set(sys.modules)))")
@@ -246,7 +246,7 @@ def test_notebook_outputs_without_nbformat_says_what_to_install(tmp_path):
     nb = tmp_path / "x.ipynb"
     _notebook(nb, "1")
     code = ("import sys\nsys.modules['nbformat'] = None\n"
-            "from clipspace.notebook_outputs import main\n"
+            "from clipspace.notebook.outputs import main\n"
             f"sys.exit(main(['strip', '--check', {str(nb)!r}]))")
     r = _python(["-c", code], tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr

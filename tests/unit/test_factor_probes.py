@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from clipspace import world
-from clipspace.factor_probes import (FACTORS, POSITIONS, WORD_CLASSES, factor_bar_chart, factor_captions,
+from clipspace.probes.factors import (FACTORS, POSITIONS, WORD_CLASSES, factor_bar_chart, factor_captions,
                                      factor_labels, factor_scenes, factor_table, probe_accuracy,
                                      world_factor_table)
 

@@ -4,11 +4,11 @@ import pytest
 from sklearn.decomposition import PCA
 
 from clipspace import world
-from clipspace.maps import IMAGE_TRACE, EmbeddingMap, scene_table
+from clipspace.maps.embedding_map import IMAGE_TRACE, EmbeddingMap, scene_table
 from clipspace.notebook.gallery_panel import GalleryPanel
 from clipspace.notebook.map_panel import MapPanel
-from clipspace.projections import ProjectionCache
-from clipspace.zero_shot import WORLD_TEMPLATES, ZeroShotClassifier, world_classnames
+from clipspace.maps.projections import ProjectionCache
+from clipspace.probes.zero_shot import WORLD_TEMPLATES, ZeroShotClassifier, world_classnames
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score
 
 from clipspace import world
-from clipspace.maps import (FIRST_KEY_TRACE, HOVER_JS, IMAGE_TRACE, MAX_KEYS, TEXT_TRACE, EmbeddingMap,
+from clipspace.maps.embedding_map import (FIRST_KEY_TRACE, HOVER_JS, IMAGE_TRACE, MAX_KEYS, TEXT_TRACE, EmbeddingMap,
                             cluster_labels, modality_gap, scene_table)
-from clipspace.projections import ProjectionCache
+from clipspace.maps.projections import ProjectionCache
 
 
 def unit(X):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from clipspace import world
-from clipspace.matching import (caption_candidates, caption_scores, hard_negatives, retrieval_accuracy,
+from clipspace.probes.matching import (caption_candidates, caption_scores, hard_negatives, retrieval_accuracy,
                                 similarity_matrix)
 
 

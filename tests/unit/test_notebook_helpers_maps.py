@@ -6,8 +6,8 @@ import pytest
 from sklearn.decomposition import PCA
 
 from clipspace import world
-from clipspace.maps import IMAGE_TRACE, TEXT_TRACE, EmbeddingMap, scene_table
-from clipspace.projections import ProjectionCache, knn_place
+from clipspace.maps.embedding_map import IMAGE_TRACE, TEXT_TRACE, EmbeddingMap, scene_table
+from clipspace.maps.projections import ProjectionCache, knn_place
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.decomposition import PCA
 
-from clipspace.pca import EmbeddingPCA, k_sweep
+from clipspace.maps.pca import EmbeddingPCA, k_sweep
 
 
 def _unit(x):

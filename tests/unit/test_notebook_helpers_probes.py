@@ -10,10 +10,10 @@ import torch
 from sklearn.metrics import confusion_matrix
 
 from clipspace import world
-from clipspace.binding import binding_pairs, binding_probe, pair_scores_figure
-from clipspace.typographic import (SKIMAGE_CLASSES, attack_classnames, attack_scene, photo_attack,
+from clipspace.probes.binding import binding_pairs, binding_probe, pair_scores_figure
+from clipspace.probes.typographic import (SKIMAGE_CLASSES, attack_classnames, attack_scene, photo_attack,
                                    scene_attack)
-from clipspace.zero_shot import (OPENAI_TEMPLATES, WORLD_TEMPLATES, ArticleTemplate, confusion_figure,
+from clipspace.probes.zero_shot import (OPENAI_TEMPLATES, WORLD_TEMPLATES, ArticleTemplate, confusion_figure,
                                  fill_templates, parse_classnames, templates_for, world_factor, world_zero_shot,
                                  zero_shot)
 

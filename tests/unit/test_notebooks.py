@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from clipspace.notebook_outputs import is_checked, strip
+from clipspace.notebook.outputs import is_checked, strip
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 PATHS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
@@ -33,7 +33,7 @@ def test_stored_per_policy(notebook):
     path, nb = notebook
     nbformat.validate(nb)
     assert strip(nb) == nb, (f"{path.name} has outputs outside checked cells (or run metadata); run "
-                             f"`python -m clipspace.notebook_outputs strip {path.relative_to(NOTEBOOKS.parent)}`")
+                             f"`python -m clipspace.notebook.outputs strip {path.relative_to(NOTEBOOKS.parent)}`")
 
 
 def test_has_checked_cells_with_stored_output(notebook):
@@ -42,7 +42,7 @@ def test_has_checked_cells_with_stored_output(notebook):
     assert checked, f"{path.name}: mark at least one cell printing a key number with '# NBVAL_CHECK_OUTPUT'"
     empty = [i for i in checked if not nb.cells[i].outputs]
     assert not empty, (f"{path.name}: checked cells {empty} have no stored output, so nbval compares nothing; run "
-                       f"`python -m clipspace.notebook_outputs record {path.relative_to(NOTEBOOKS.parent)}`")
+                       f"`python -m clipspace.notebook.outputs record {path.relative_to(NOTEBOOKS.parent)}`")
     for i in checked:
         assert not any(o.output_type == "error" for o in nb.cells[i].outputs), f"{path.name}: cell {i} stored an error"
 

@@ -5,7 +5,7 @@ from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.exceptions import NotFittedError
 
-from clipspace.pca import EmbeddingPCA, k_for_mse, pca_curves, pca_figure
+from clipspace.maps.pca import EmbeddingPCA, k_for_mse, pca_curves, pca_figure
 
 
 def _unit(x):

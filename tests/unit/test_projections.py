@@ -10,7 +10,7 @@ from sklearn.decomposition import PCA
 from sklearn.exceptions import NotFittedError
 from sklearn.neighbors import KNeighborsClassifier
 
-from clipspace.projections import (PCAProjection, Projection, ProjectionCache, TSNEProjection, UMAPProjection,
+from clipspace.maps.projections import (PCAProjection, Projection, ProjectionCache, TSNEProjection, UMAPProjection,
                                    fit_projection, knn_place, make_projection)
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from scipy.spatial import geometric_slerp
 
-from clipspace.slerp import slerp
+from clipspace.unclip.slerp import slerp
 
 
 def unit(rng, *shape):

@@ -10,9 +10,9 @@ from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from clipspace import world
 from clipspace.errors import DecoderMismatchError
-from clipspace.decoder import Decoder, build_decoder
-from clipspace.stable_unclip import StableUnclipDecoder, StableUnclipNotAvailableError, tiny_components
-from clipspace.unclip import ddim_sample, decode, images_to_pixels, invert, psnr, random_noise
+from clipspace.unclip.decoder import Decoder, build_decoder
+from clipspace.unclip.stable_unclip import StableUnclipDecoder, StableUnclipNotAvailableError, tiny_components
+from clipspace.unclip.latents import ddim_sample, decode, images_to_pixels, invert, psnr, random_noise
 
 
 def tiny_pipe(**kw):

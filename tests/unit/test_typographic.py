@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from clipspace import world
-from clipspace.typographic import (SKIMAGE_CLASSES, SKIMAGE_LABELS, TypographicResult, class_probability_bars,
+from clipspace.probes.typographic import (SKIMAGE_CLASSES, SKIMAGE_LABELS, TypographicResult, class_probability_bars,
                                    skimage_photos, typographic_attack, world_attack, write_text)
-from clipspace.zero_shot import WORLD_TEMPLATES, ZeroShotResult, world_classnames, zero_shot
+from clipspace.probes.zero_shot import WORLD_TEMPLATES, ZeroShotResult, world_classnames, zero_shot
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from clipspace import unclip, world
-from clipspace.decoder import build_decoder
+from clipspace.unclip.decoder import build_decoder
 from clipspace.notebook.typographic_panel import TypographicPanel
-from clipspace.typographic import attack_scene
-from clipspace.zero_shot import WORLD_TEMPLATES, fill_templates, logit_scale
+from clipspace.probes.typographic import attack_scene
+from clipspace.probes.zero_shot import WORLD_TEMPLATES, fill_templates, logit_scale
 
 STEPS = 2
 

@@ -6,8 +6,8 @@ from sklearn.decomposition import PCA
 
 from clipspace import world
 from clipspace.errors import BadImageError, DecoderMismatchError
-from clipspace.decoder import build_decoder, get_decoder_config
-from clipspace.unclip import (Latents, ddim_invert, ddim_sample, decode, embed_images, images_to_pixels, interpolate,
+from clipspace.unclip.decoder import build_decoder, get_decoder_config
+from clipspace.unclip.latents import (Latents, ddim_invert, ddim_sample, decode, embed_images, images_to_pixels, interpolate,
                               invert, pca_decode, pca_reconstruct, psnr, random_noise, text_diff, text_direction,
                               variations)
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from clipspace import unclip
-from clipspace.decoder import build_decoder, decoder_for
+from clipspace.unclip.decoder import build_decoder, decoder_for
 from clipspace.notebook.unclip_explorer import VIEWS, UnclipExplorer
 from clipspace.world import single_object_scene, single_objects
 

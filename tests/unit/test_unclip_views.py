@@ -5,9 +5,9 @@ import torch
 from PIL import Image
 
 from clipspace import world
-from clipspace.decoder import build_decoder
-from clipspace.unclip import decode
-from clipspace.unclip_views import (SCALE, interpolation_view, reconstruction, text_diff_view,
+from clipspace.unclip.decoder import build_decoder
+from clipspace.unclip.latents import decode
+from clipspace.unclip.views import (SCALE, interpolation_view, reconstruction, text_diff_view,
                                     variation_view)
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from clipspace import world
 from clipspace.figures import FIGURE_DIR_ENV
-from clipspace.widgets import error_output, figure_panel, guarded, save_button
+from clipspace.notebook.widgets import error_output, figure_panel, guarded, save_button
 
 
 def _text(output):
@@ -118,7 +118,7 @@ def _comm_open_states(monkeypatch):
 
 
 def test_figure_widget_opens_its_comm_with_the_figure(monkeypatch):
-    from clipspace.widgets import FigureWidget
+    from clipspace.notebook.widgets import FigureWidget
 
     opened = _comm_open_states(monkeypatch)
     plain = go.FigureWidget(go.Bar(y=[1, 2, 3]), layout=dict(title="t"))
@@ -141,7 +141,7 @@ def test_guarded_callbacks_leave_a_core_to_the_front_end_and_restore_torch_threa
 
     import torch
 
-    from clipspace.widgets import callback_threads
+    from clipspace.notebook.widgets import callback_threads
 
     before = torch.get_num_threads()
     torch.set_num_threads(4)

@@ -8,7 +8,7 @@ import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, top_k_accuracy_score
 
 from clipspace import world
-from clipspace.zero_shot import (OPENAI_TEMPLATES, SIMPLE_TEMPLATES, WORLD_TEMPLATES, ZeroShotClassifier,
+from clipspace.probes.zero_shot import (OPENAI_TEMPLATES, SIMPLE_TEMPLATES, WORLD_TEMPLATES, ZeroShotClassifier,
                                  build_classifier, classify, fill_templates, logit_scale, world_classnames,
                                  world_labels, zero_shot)
 

@@ -8,7 +8,7 @@ from sklearn.metrics import confusion_matrix
 
 from clipspace import load_clip, world  # noqa: F401 (load_clip's module registers the tiny architecture)
 from clipspace.notebook.zero_shot_panel import ZeroShotPanel
-from clipspace.zero_shot import PHOTO_TEMPLATES, WORLD_TEMPLATES, fill_templates, logit_scale
+from clipspace.probes.zero_shot import PHOTO_TEMPLATES, WORLD_TEMPLATES, fill_templates, logit_scale
 
 N = 8
 

@@ -20,7 +20,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from . import world
+from clipspace import world
 
 POSITIONS = ("left", "centre", "right")  # horizontal third of the objects' centroid
 WORD_CLASSES = ("star", "red", "cat", "hello")  # a shape name, a colour name, two other words

@@ -4,9 +4,9 @@ Policy (docs/notebooks.md): notebooks are stored without outputs (small diffs, n
 EXCEPT cells marked `# NBVAL_CHECK_OUTPUT`: nbval compares a fresh run against their stored
 output, so those keep it. Two commands:
 
-    python -m clipspace.notebook_outputs strip notebooks/*.ipynb            # before committing
-    python -m clipspace.notebook_outputs strip --check notebooks/*.ipynb    # CI: fail if not stripped
-    python -m clipspace.notebook_outputs record notebooks/02_maps.ipynb     # run, store checked outputs
+    python -m clipspace.notebook.outputs strip notebooks/*.ipynb            # before committing
+    python -m clipspace.notebook.outputs strip --check notebooks/*.ipynb    # CI: fail if not stripped
+    python -m clipspace.notebook.outputs record notebooks/02_maps.ipynb     # run, store checked outputs
 
 `record` executes the notebook (in its own folder) `--runs` times (default 2) and refuses to store
 anything if a checked cell printed differently between runs, after the same sanitizing nbval does
@@ -136,13 +136,13 @@ def record(path: str | Path, runs: int = 2, timeout: int = 600, sanitize: str | 
 
 
 def _write(path: Path, nb) -> None:
-    from .cache import write_atomic
+    from clipspace.cache import write_atomic
 
     write_atomic(path, _nbformat().writes(nb) + "\n")
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m clipspace.notebook_outputs", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m clipspace.notebook.outputs", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     s = sub.add_parser("strip", help="remove outputs except those of # NBVAL_CHECK_OUTPUT cells")
@@ -174,10 +174,10 @@ def main(argv=None) -> int:
             missing = [i for i, c in enumerate(stripped.cells) if is_checked(c) and not c.outputs]
             if missing:
                 print(f"{p}: checked cells {missing} have no stored output; nbval will fail on them. "
-                      f"Run: python -m clipspace.notebook_outputs record {p}", file=sys.stderr)
+                      f"Run: python -m clipspace.notebook.outputs record {p}", file=sys.stderr)
             if stripped != nb:
                 if args.check:
-                    print(f"{p}: has outputs outside checked cells; run: python -m clipspace.notebook_outputs strip {p}")
+                    print(f"{p}: has outputs outside checked cells; run: python -m clipspace.notebook.outputs strip {p}")
                     status = 1
                 else:
                     _write(p, stripped)

@@ -1,7 +1,7 @@
 """Measure an unCLIP decoder on held-out world scenes and write the offline decoder's model card.
 
-    python -m clipspace.measure_decoder                                   # the shipped decoder
-    python -m clipspace.measure_decoder --weights runs/decoder --curve runs/decoder/checkpoints \
+    python -m clipspace.train.measure_decoder                                   # the shipped decoder
+    python -m clipspace.train.measure_decoder --weights runs/decoder --curve runs/decoder/checkpoints \
         --ship clipspace/weights/decoder-tiny
 
 Every judgement of a decoded image is made by the CLIP the decoder is conditioned on (zero-shot,
@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import world
-from .cache import digest, file_digest, write_atomic
-from .clip import ClipModel
-from .factory import load_clip
-from .measure_clip import markdown_table
-from .decoder import PixelDecoder, load_decoder
-from .unclip import decode, invert, psnr, random_noise, text_direction, text_diff, variations
-from .zero_shot import WORLD_TEMPLATES, build_classifier
+from clipspace import world
+from clipspace.cache import digest, file_digest, write_atomic
+from clipspace.clip import ClipModel
+from clipspace.factory import load_clip
+from clipspace.train.measure_clip import markdown_table
+from clipspace.unclip.decoder import PixelDecoder, load_decoder
+from clipspace.unclip.latents import decode, invert, psnr, random_noise, text_direction, text_diff, variations
+from clipspace.probes.zero_shot import WORLD_TEMPLATES, build_classifier
 
 TARGETS = {"round_trip_psnr": 30.0, "sample_colour": 0.90, "sample_shape": 0.80, "sample_cosine": 0.80,
            "variation_colour": 0.90, "variation_shape": 0.90, "text_diff_blue": 0.70,
@@ -171,7 +171,7 @@ A pixel-space diffusion decoder (diffusers `UNet2DConditionModel`, `class_embed_
 as Stable unCLIP takes its image embedding) conditioned on the normalised image embedding z_i of
 the offline default CLIP (`clipspace-tiny`, 128-d), trained on the procedural shapes world.
 Load it with `clipspace.load_decoder(clip=load_clip())`. Everything below was measured by
-`python -m clipspace.measure_decoder` ({measure_minutes:.1f} minutes); the numbers are in `metrics.json`.
+`python -m clipspace.train.measure_decoder` ({measure_minutes:.1f} minutes); the numbers are in `metrics.json`.
 
 ## Architecture (`clipspace/model_configs/decoder-tiny.json`)
 
@@ -281,7 +281,7 @@ def write_card(path: Path, final: dict, curve_rows: list[dict], train_dir: Path,
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m clipspace.measure_decoder", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m clipspace.train.measure_decoder", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=Path, help="decoder directory; default: the shipped decoder")
     p.add_argument("--clip", default=None, help="CLIP directory or name (default: the offline default)")
@@ -299,7 +299,7 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     clip = load_clip(a.clip) if a.clip else load_clip()
     if a.ship:
-        from .train.decoder import export_fp16
+        from clipspace.train.decoder import export_fp16
 
         if a.weights is None:
             raise SystemExit("--ship needs --weights (the training run's directory)")

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from .figures import image_grid
-from .unclip import (Latents, check_args, decode, embed_images, interpolate, invert, load_images, psnr, text_diff,
+from clipspace.figures import image_grid
+from clipspace.unclip.latents import (Latents, check_args, decode, embed_images, interpolate, invert, load_images, psnr, text_diff,
                      text_direction, variations)
 
 SCALE = 4  # the offline decoder works at 32 px: enlarge (nearest) so a pixel is visible on screen

@@ -23,7 +23,7 @@ from open_clip.zero_shot_metadata import (IMAGENET_CLASSNAMES, OPENAI_IMAGENET_T
                                           SIMPLE_IMAGENET_TEMPLATES)
 from scipy.special import softmax
 
-from . import world
+from clipspace import world
 
 Template = Union[str, Callable[[str], str]]
 

@@ -44,7 +44,7 @@ import sklearn
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from .cache import cache_dir, write_atomic
+from clipspace.cache import cache_dir, write_atomic
 
 CACHE_FORMAT = 2  # 2: PCA stores whiten_scale_. Bump when the .npz layout or a fitting recipe changes: old files then miss
 
@@ -457,12 +457,7 @@ def _finite_state(state: dict[str, np.ndarray]) -> bool:
     return all(np.isfinite(a).all() for a in map(np.asarray, state.values()) if a.dtype.kind in "fc")
 
 
-def default_cache_dir() -> Path:
-    """Where notebooks keep fitted projections: <clipspace cache dir>/projections."""
-    return cache_dir() / "projections"
-
-
-_DEFAULT_CACHE = ProjectionCache()
+_DEFAULT_CACHE = ProjectionCache()  # fits of this process, when the caller passes no cache
 
 
 def fit_projection(projection: Projection | str, X, cache: ProjectionCache | None = None, **params) -> Projection:

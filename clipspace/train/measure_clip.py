@@ -1,7 +1,7 @@
 """Measure a CLIP model on held-out world scenes and write the offline default's model card.
 
-    python -m clipspace.measure_clip                      # the shipped default, prints the numbers
-    python -m clipspace.measure_clip --weights runs/clip-v1 --curve runs/clip-v1/checkpoints \
+    python -m clipspace.train.measure_clip                      # the shipped default, prints the numbers
+    python -m clipspace.train.measure_clip --weights runs/clip-v1 --curve runs/clip-v1/checkpoints \
         --card clipspace/weights/clipspace-tiny/MODEL_CARD.md
 
 Every number is zero-shot: text prompts against image embeddings, no fitted head. The probe scenes
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import world
-from .clip import ClipModel
-from .factory import load_clip
-from .zero_shot import WORLD_TEMPLATES, build_classifier
+from clipspace import world
+from clipspace.clip import ClipModel
+from clipspace.factory import load_clip
+from clipspace.probes.zero_shot import WORLD_TEMPLATES, build_classifier
 
 TARGETS = {"colour": 0.99, "shape": 0.97, "relation": 0.90, "count": 0.90, "reading": 0.90}
 
@@ -144,7 +144,7 @@ hard negatives for binding, reading and counting. Four caption phrasings.
 
 {train_summary}
 
-## Numbers (held-out probe scenes, zero-shot, `python -m clipspace.measure_clip`)
+## Numbers (held-out probe scenes, zero-shot, `python -m clipspace.train.measure_clip`)
 
 {final_table}
 
@@ -193,7 +193,7 @@ def write_card(path: Path, final: dict, final_fp32: dict | None, curve_rows: lis
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m clipspace.measure_clip", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m clipspace.train.measure_clip", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", help="model directory (open_clip local-dir layout); default: the shipped model")
     p.add_argument("-n", type=int, default=500, help="held-out scenes per probe (default %(default)s)")
@@ -205,7 +205,7 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     t0 = time.perf_counter()
     if a.ship:
-        from .train.clip import export_fp16
+        from clipspace.train.clip import export_fp16
 
         export_fp16(Path(a.weights), a.ship)
     clip = load_clip(str(a.ship or a.weights)) if (a.ship or a.weights) else load_clip()

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from . import world
+from clipspace import world
 
 
 def hard_negatives(scene: world.Scene, n: int = 4, seed: int = 0, template: int = 0) -> list[str]:

@@ -1,4 +1,4 @@
-"""Stable unCLIP as a `Decoder`: the same bipartite-latent API (`unclip.py`) on a pretrained model.
+"""Stable unCLIP as a `Decoder`: the same bipartite-latent API (`unclip/latents.py`) on a pretrained model.
 
 For users with a GPU and the weights: `stabilityai/stable-diffusion-2-1-unclip` pairs with OpenCLIP
 ViT-H/14 (1024-d: `load_clip("ViT-H-14", pretrained="laion2b_s32b_b79k")`), the `-small` variant with
@@ -33,8 +33,8 @@ from pathlib import Path
 import torch
 from diffusers import DDIMScheduler, StableUnCLIPImg2ImgPipeline
 
-from .decoder import classifier_free_guidance
-from .errors import DecoderMismatchError, DecoderNotAvailableError
+from clipspace.unclip.decoder import classifier_free_guidance
+from clipspace.errors import DecoderMismatchError, DecoderNotAvailableError
 
 HUB_MODELS = {  # hub id -> the open_clip architecture of the CLIP it was trained on
     "stabilityai/stable-diffusion-2-1-unclip": "ViT-H-14",

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from . import world
-from .zero_shot import embed_images
+from clipspace import world
+from clipspace.probes.zero_shot import embed_images
 
 KINDS = ("colour", "relation", "count")
 

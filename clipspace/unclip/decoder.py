@@ -1,6 +1,6 @@
 """Diffusion decoders conditioned on a CLIP image embedding: one small interface, and the offline one.
 
-unCLIP's decoder turns a CLIP image embedding z_i back into an image. `unclip.py` (inversion,
+unCLIP's decoder turns a CLIP image embedding z_i back into an image. `unclip/latents.py` (inversion,
 variations, interpolation, text diffs) talks to any decoder through the `Decoder` protocol below;
 two implementations exist:
 
@@ -9,7 +9,7 @@ two implementations exist:
   Stable unCLIP feed it: projected (`class_embed_type="projection"`) and added to the timestep
   embedding; no cross-attention. It was trained with z_i zeroed 10% of the time, so z = 0 is the
   unconditional model and classifier-free guidance works.
-- `StableUnclipDecoder` (`stable_unclip.py`): Stable unCLIP in VAE latent space, for users with a GPU.
+- `StableUnclipDecoder` (`unclip/stable_unclip.py`): Stable unCLIP in VAE latent space, for users with a GPU.
 
 The architecture is data: `model_configs/decoder-*.json` holds the UNet kwargs, the noise schedule,
 the image size and the CLIP model it pairs with; `build_decoder` is the one factory.
@@ -24,8 +24,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from diffusers import DDIMScheduler, UNet2DConditionModel
 
-from .errors import DecoderMismatchError, DecoderNotFoundError
-from .factory import CONFIG_DIR, WEIGHTS_DIR
+from clipspace.errors import DecoderMismatchError, DecoderNotFoundError
+from clipspace.factory import CONFIG_DIR, WEIGHTS_DIR
 
 DEFAULT_DECODER = "decoder-tiny"
 DEFAULT_CLIP = "clipspace-tiny"  # the CLIP the offline decoder was trained on
@@ -36,7 +36,7 @@ WEIGHTS_FILE = "decoder.safetensors"
 
 @runtime_checkable
 class Decoder(Protocol):
-    """What `unclip.py` needs of a decoder. `x` lives in the diffusion space: pixels in [-1, 1]
+    """What `unclip/latents.py` needs of a decoder. `x` lives in the diffusion space: pixels in [-1, 1]
     for a pixel decoder, scaled VAE latents for a latent one."""
 
     scheduler: DDIMScheduler  # its config defines the sampling schedule; callers make fresh copies
@@ -194,7 +194,7 @@ def save_decoder(decoder: PixelDecoder, out: str | os.PathLike, fp16: bool = Fal
     the JSON (training provenance)."""
     from safetensors.torch import save
 
-    from .cache import write_atomic
+    from clipspace.cache import write_atomic
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

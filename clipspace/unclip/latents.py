@@ -1,4 +1,4 @@
-"""The bipartite latent (z_i, x_T) of unCLIP, over any decoder (`clipspace.decoder.Decoder`).
+"""The bipartite latent (z_i, x_T) of unCLIP, over any decoder (`clipspace.unclip.decoder.Decoder`).
 
 An image x is encoded as z_i, its CLIP image embedding, and x_T, the noise that the decoder's
 deterministic DDIM sampler (eta = 0) maps back to x given z_i: found by DDIM inversion, running
@@ -32,10 +32,10 @@ import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 from PIL import Image
 
-from .decoder import Decoder
-from .errors import InvalidArgumentError
-from .images import WHITE, load_image
-from .slerp import slerp
+from clipspace.unclip.decoder import Decoder
+from clipspace.errors import InvalidArgumentError
+from clipspace.images import WHITE, load_image
+from clipspace.unclip.slerp import slerp
 
 # The source caption for text diffs when none is given: the paper's neutral "a photo". The tiny CLIP
 # saw it only as the opening of "a photo of a red circle"; when the current image's caption is

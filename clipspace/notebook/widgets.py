@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Sequence
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
-from .figures import FORMATS, figure_dir, save_figure
+from clipspace.figures import FORMATS, figure_dir, save_figure
 
 
 class FigureWidget(go.FigureWidget):
@@ -71,7 +71,7 @@ def callback_threads() -> int:
     """
     import torch
 
-    from .embedding import usable_cores
+    from clipspace.embedding import usable_cores
 
     return max(1, min(torch.get_num_threads(), usable_cores() - 1))
 
@@ -167,3 +167,13 @@ def figure_panel(figure: widgets.DOMWidget, controls: Iterable[widgets.Widget] =
     elif save is not None and getattr(save, "output", None) is not None:
         rows.append(save.output)
     return widgets.VBox(rows)
+
+
+def put_figure(widget: FigureWidget | None, fig: go.Figure) -> FigureWidget:
+    """`fig` shown in `widget`, in place (one batch update: the browser redraws once); a new
+    `FigureWidget` of `fig` when there is no widget yet (its first message then holds the figure)."""
+    if widget is None:
+        return FigureWidget(fig)
+    with widget.batch_update():
+        widget.update(data=fig.data, layout=fig.layout, overwrite=True)
+    return widget

@@ -22,7 +22,7 @@ Points are drawn with WebGL (go.Scattergl), so maps of 10,000+ images stay smoot
 
 The modality gap: `modality_gap(image_emb, text_emb)` measures how far apart the two modalities sit
 (centroid distance, mean cosine within and between). On the map, fit on both (`fit_texts=True`) to
-see it with t-SNE/UMAP; PCA shows it either way (see clipspace.projections on placing new points).
+see it with t-SNE/UMAP; PCA shows it either way (see clipspace.maps.projections on placing new points).
 """
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ import plotly.colors
 import plotly.graph_objects as go
 from PIL import Image
 
-from .projections import Projection, ProjectionCache, fit_projection
-from .widgets import FigureWidget
+from clipspace.maps.projections import Projection, ProjectionCache, fit_projection
+from clipspace.notebook.widgets import FigureWidget
 
 IMAGE_TRACE, TEXT_TRACE, FIRST_KEY_TRACE = 0, 1, 2
 MAX_KEYS = 24  # legend entries for categorical colours; more categories share "+ n more"
@@ -139,7 +139,7 @@ def cluster_labels(emb, n_clusters: int = 8, random_state: int = 0) -> np.ndarra
 
 
 def _thumbnail(source, size: int) -> Image.Image:
-    from .images import load_image
+    from clipspace.images import load_image
 
     im = load_image(source).copy()
     im.thumbnail((size, size))
@@ -366,7 +366,7 @@ class EmbeddingMap:
         idx = self._selected[:max_images]
         if idx.size == 0:
             return None
-        from .figures import image_grid
+        from clipspace.figures import image_grid
 
         caps = self.points[titles].astype(str).iloc[idx].tolist() if titles else None
         return image_grid([self.thumbnails[i] for i in idx], ncols=ncols, titles=caps, scale=scale)

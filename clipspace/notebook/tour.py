@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ClipspaceError
+from clipspace.errors import ClipspaceError
 
 NOTEBOOK_TOOLS = ("nbformat", "nbclient", "nbconvert")  # from `pip install 'clipspace[notebooks]'`
 
@@ -111,7 +111,7 @@ def execute_notebook(path: Path, timeout: int = 600, kernel_name: str = "python3
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
-    from .figures import FIGURE_DIR_ENV
+    from clipspace.figures import FIGURE_DIR_ENV
 
     nb = nbformat.read(path, as_version=4)
     run = NotebookRun(notebook=path, n_cells=len(nb.cells))

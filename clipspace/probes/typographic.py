@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
-from . import world
-from .zero_shot import (WORLD_TEMPLATES, Template, ZeroShotClassifier, ZeroShotResult, embed_images,
+from clipspace import world
+from clipspace.probes.zero_shot import (WORLD_TEMPLATES, Template, ZeroShotClassifier, ZeroShotResult, embed_images,
                         world_classnames)
 
 POSITIONS = {"top": (0.5, 0.15), "center": (0.5, 0.5), "bottom": (0.5, 0.85)}
@@ -63,7 +63,7 @@ def write_text(image, text: str, position="bottom", size: float = 0.15, colour="
       label behind the text, like the paper label on the "iPod" apple. opacity: 0..1, of text and box.
     font: None for Pillow's bundled font, or the path of a TrueType/OpenType file.
     """
-    from .images import load_image
+    from clipspace.images import load_image
 
     if not isinstance(text, str) or not text:
         raise ValueError(f"text={text!r} must be a non-empty string")
@@ -339,7 +339,7 @@ def photo_attack(clip, word: str = "ipod", names: Sequence[str] | None = None,
                  templates: Sequence[Template] | None = None, **text_kw) -> TypographicResult:
     """The real-CLIP route: skimage.data's bundled photos, each with `word` written on a white label,
     classified over `SKIMAGE_CLASSES` with open_clip's 80 ImageNet templates by default."""
-    from .zero_shot import OPENAI_TEMPLATES
+    from clipspace.probes.zero_shot import OPENAI_TEMPLATES
 
     photos = skimage_photos(names)
     text_kw = {"box": "white", "size": 0.12, **text_kw}
