@@ -17,10 +17,10 @@ import plotly.graph_objects as go
 
 from clipspace.probes.binding import KINDS, binding_probe, pair_scores_figure
 from clipspace.figures import png_bytes
-from clipspace.notebook.widgets import FigureWidget, error_output, figure_panel, guarded, put_figure, save_button
+from clipspace.notebook.widgets import FigureWidget, Panel, error_output, figure_panel, guarded, put_figure, save_button
 
 
-class BindingPanel:
+class BindingPanel(Panel):
     """The binding probe's pairs of one kind, and one image against two captions you can edit.
 
     `rows`: (scene, true caption, swapped caption, kind) as `binding.binding_pairs` gives them;
@@ -64,11 +64,6 @@ class BindingPanel:
                        self.pair_bars])
         self.widget = figure_panel(W.HBox([self.scatter, side]), [c.kind], self.output,
                                    save=save_button(lambda: self.scatter, "binding_pair_scores", self.output))
-
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.widget)
 
     def figures(self) -> dict:
         """The scatter and the two captions' bars, named for `save_figure` / `clipspace tour`."""

@@ -14,10 +14,10 @@ import ipywidgets as W
 import plotly.graph_objects as go
 
 from clipspace.figures import png_bytes
-from clipspace.notebook.widgets import FigureWidget, error_output, figure_panel, guarded, save_button
+from clipspace.notebook.widgets import FigureWidget, Panel, error_output, figure_panel, guarded, save_button
 
 
-class GalleryPanel:
+class GalleryPanel(Panel):
     """`controls.scene`: which scene; `bars`: the FigureWidget of its class probabilities; `result`:
     the classifier's result on every scene (probs, predicted_names)."""
 
@@ -40,11 +40,6 @@ class GalleryPanel:
         self.show()
         self.widget = figure_panel(W.HBox([self.picture, self.bars]), [self.controls.scene], self.output,
                                    save=save_button(lambda: self.bars, "tour_shape_probabilities", self.output))
-
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.widget)
 
     def _show(self) -> None:
         i = self.controls.scene.value

@@ -14,12 +14,12 @@ from types import SimpleNamespace
 import ipywidgets as W
 
 from clipspace.figures import png_bytes
-from clipspace.notebook.widgets import error_output, figure_panel, guarded, save_button
+from clipspace.notebook.widgets import Panel, error_output, figure_panel, guarded, save_button
 
 METHODS = [("PCA", "pca"), ("t-SNE", "tsne"), ("UMAP", "umap")]
 
 
-class MapPanel:
+class MapPanel(Panel):
     """`controls`: method, whiten, perplexity, n_neighbors, min_dist, colour, query, new_texts, add, clear.
     `output` shows errors and notes; `selection` and `summary` show what is selected on the map."""
 
@@ -64,11 +64,6 @@ class MapPanel:
         self.widget = W.VBox([figure_panel(emap.widget(), [controls], self.output,
                                            save=save_button(emap.to_figure, "embedding_map", self.output)),
                               self.summary, self.selection])
-
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.widget)
 
     def _show_params(self) -> None:  # only the chosen method's parameters are on screen
         for name, controls in self.params.items():

@@ -25,14 +25,14 @@ from clipspace import world
 from clipspace.figures import image_grid, png_bytes
 from clipspace.maps.pca import EmbeddingPCA, k_sweep, pca_curves, pca_figure
 from clipspace.unclip.latents import decode, pca_decode, pca_reconstruct, random_noise
-from clipspace.notebook.widgets import FigureWidget, error_output, figure_panel, guarded, save_button
+from clipspace.notebook.widgets import FigureWidget, Panel, error_output, figure_panel, guarded, save_button
 from clipspace.probes.zero_shot import WORLD_TEMPLATES, ZeroShotClassifier, world_classnames, world_labels
 
 VIEWS = ("curves", "k_sweep")
 STRIP_KS = (0, 1, 2, 4, 8, 16, 32, 64)  # the strip's k (0: the mean embedding), then every component
 
 
-class PCAPanel:
+class PCAPanel(Panel):
     """PCA of image embeddings: the curves against k, and zero-shot on held-out embeddings rebuilt from k components.
 
     `controls`: k (components kept). Fitted on `scenes` (default 1,000 of the training mixture),
@@ -80,17 +80,6 @@ class PCAPanel:
         }
         self.widget = W.VBox(list(self.sections.values()))
 
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.widget)
-
-    def section(self, view: str):
-        """One view's widgets (figure, controls, save button, output), for a notebook section."""
-        if view not in VIEWS:
-            raise ValueError(f"view={view!r}; use one of {', '.join(VIEWS)}")
-        return self.sections[view]
-
     def figures(self) -> dict:
         """The curves and the k figure, named for `save_figure` / `clipspace tour`."""
         return {"pca_curves": self.curves_fig, "pca_k_zero_shot": self.k_fig}
@@ -133,7 +122,7 @@ class PCAPanel:
                                        f"{row['shape_accuracy']:.0%}, colour accuracy {row['colour_accuracy']:.0%}")
 
 
-class PCADecodePanel:
+class PCADecodePanel(Panel):
     """Embeddings rebuilt from their first k principal components, decoded with the unCLIP decoder.
 
     Every decode starts from the same seeded noise x_T, so only the embedding changes between images.
@@ -177,11 +166,6 @@ class PCADecodePanel:
         self.widget = W.VBox([figure_panel(self.images["strip"], (), self.outputs["strip"], save["strip"]),
                               figure_panel(W.VBox([self.caption, self.images["decode"]]), [self.controls.k],
                                            self.outputs["decode"], save["decode"])])
-
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.widget)
 
     def figures(self) -> dict:
         """The strip (k growing, one scene), named for `save_figure` / `clipspace tour`; none without a decoder."""

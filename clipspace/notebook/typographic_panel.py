@@ -22,13 +22,13 @@ from clipspace import world
 from clipspace.figures import image_grid, png_bytes
 from clipspace.probes.typographic import scene_attack
 from clipspace.unclip.latents import decode, invert, variations
-from clipspace.notebook.widgets import FigureWidget, error_output, figure_panel, guarded, put_figure, save_button
+from clipspace.notebook.widgets import FigureWidget, Panel, error_output, figure_panel, guarded, put_figure, save_button
 from clipspace.probes.zero_shot import WORLD_TEMPLATES, ZeroShotClassifier, world_classnames
 
 VIEWS = ("attack", "decode")
 
 
-class TypographicPanel:
+class TypographicPanel(Panel):
     """One scene, clean and with a written word, classified by shape; the attacked image decoded.
 
     `controls`: scene (index into `scenes`; resets word, x and y to the scene's own label), word,
@@ -83,17 +83,6 @@ class TypographicPanel:
                 W.HBox([self.decoded_view, self.bars]), [c.eta, c.decode], self.outputs["decode"],
                 save=save_button(lambda: self.grids.get("decode"), "typographic_decoded", self.outputs["decode"]))
         self.widget = W.VBox(list(self.sections.values()))
-
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.widget)
-
-    def section(self, view: str):
-        """One view's widgets, for a notebook section; without a decoder, 'decode' is the reason."""
-        if view not in VIEWS:
-            raise ValueError(f"view={view!r}; use one of {', '.join(VIEWS)}")
-        return self.sections[view]
 
     def figures(self) -> dict:
         """The bars and (with a decoder) the decoded grid, named for `save_figure` / `clipspace tour`."""

@@ -18,12 +18,12 @@ import ipywidgets as W
 from clipspace import world
 from clipspace.figures import png_bytes
 from clipspace.unclip.views import interpolation_view, reconstruction, text_diff_view, variation_view
-from clipspace.notebook.widgets import error_output, figure_panel, guarded, save_button
+from clipspace.notebook.widgets import Panel, error_output, figure_panel, guarded, save_button
 
 VIEWS = ("reconstruction", "variations", "interpolation", "text_diff")
 
 
-class UnclipExplorer:
+class UnclipExplorer(Panel):
     """Reconstruction, variations, interpolation and text diffs of one world scene (or one you build).
 
     `controls`: the widgets (scene: source, shape, colour, background, word; variations: eta, seed;
@@ -81,11 +81,6 @@ class UnclipExplorer:
                                       self.outputs["text_diff"], save["text_diff"]),
         }
         self.widget = W.VBox(list(self.sections.values()))
-
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.widget)
 
     def section(self, view: str):
         """One view's widgets (its image, controls, output and save button), for a notebook section.

@@ -177,3 +177,23 @@ def put_figure(widget: FigureWidget | None, fig: go.Figure) -> FigureWidget:
     with widget.batch_update():
         widget.update(data=fig.data, layout=fig.layout, overwrite=True)
     return widget
+
+
+class Panel:
+    """What every notebook panel shares: `widget` (the whole panel, shown when the panel is a cell's
+    value or passed to display()) and `sections` (view name -> that view's widgets, for panels whose
+    views sit in separate notebook sections)."""
+
+    widget: widgets.Widget
+    sections: dict = {}
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+    def section(self, view: str):
+        """One view's widgets (figure, controls, output, save button), for a notebook section."""
+        if view not in self.sections:
+            raise ValueError(f"view={view!r}; use one of {', '.join(self.sections) or 'none (this panel has one view)'}")
+        return self.sections[view]

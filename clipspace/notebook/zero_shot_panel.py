@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 from clipspace import world
 from clipspace.figures import png_bytes
 from clipspace.probes.typographic import class_probability_bars
-from clipspace.notebook.widgets import FigureWidget, error_output, figure_panel, guarded, put_figure, save_button
+from clipspace.notebook.widgets import FigureWidget, Panel, error_output, figure_panel, guarded, put_figure, save_button
 from clipspace.probes.zero_shot import TEMPLATE_SETS, confusion_figure, embed_images, parse_classnames, world_zero_shot
 
 TEMPLATE_LABELS = {"world": "world templates", "imagenet": "open_clip ImageNet templates (80)",
@@ -27,7 +27,7 @@ NO_TRUTH = ("these class names are not all world shapes or all world colours: no
             "so the confusion matrix keeps the last scored run; the bars still show the probabilities")
 
 
-class ZeroShotPanel:
+class ZeroShotPanel(Panel):
     """Zero-shot classification of world scenes with typed class names and a named template set.
 
     `controls`: classes (comma-separated names), template_set ('world', 'imagenet', 'single'),
@@ -67,11 +67,6 @@ class ZeroShotPanel:
         self.widget = figure_panel(W.HBox([self.confusion, W.VBox([c.scene, self.picture]), self.bars]),
                                    [c.classes, c.template_set, c.seed], self.output,
                                    save=save_button(lambda: self.confusion, "zero_shot_confusion", self.output))
-
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.widget)
 
     def figures(self) -> dict:
         """The confusion matrix and the bars, named for `save_figure` / `clipspace tour`."""
