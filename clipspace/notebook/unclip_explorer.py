@@ -17,6 +17,7 @@ import ipywidgets as W
 
 from clipspace import world
 from clipspace.figures import png_bytes
+from clipspace.unclip.latents import invert, load_images
 from clipspace.unclip.views import interpolation_view, reconstruction, text_diff_view, variation_view
 from clipspace.notebook.widgets import Panel, error_output, figure_panel, guarded, save_button
 
@@ -141,9 +142,10 @@ class UnclipExplorer(Panel):
 
     def _draw_interpolation(self):
         c = self.controls
-        if c.other.value not in self._inverted:
-            image = self.presets[c.other.value].render(self.decoder.image_size)
-            self._inverted[c.other.value], _ = reconstruction(self.decoder, self.clip, image, steps=self.steps)
+        if c.other.value not in self._inverted:  # inversion only: the target's round trip is never shown
+            image = load_images([self.presets[c.other.value].render(self.decoder.image_size)],
+                                self.decoder.image_size, square=True)  # as `reconstruction` prepares it
+            self._inverted[c.other.value] = invert(self.decoder, self.clip, image, steps=self.steps)
         self._show("interpolation", interpolation_view(self.decoder, self.latents, self._inverted[c.other.value],
                                                        c.t.value, n=5, slerp_noise=c.slerp_noise.value,
                                                        steps=self.steps).grid)

@@ -62,3 +62,13 @@ def test_without_a_decoder_the_panel_is_the_reason(tiny_clip, build_random_clip)
     assert why in p.section("reconstruction").value and p.section("variations").value == ""
     with pytest.raises(ValueError, match="view="):
         p.section("nope")
+
+
+def test_interpolation_target_is_inverted_as_the_reconstruction_view_inverts(panel):
+    from clipspace.unclip.views import reconstruction
+
+    target = panel.controls.other.value
+    image = panel.presets[target].render(panel.decoder.image_size)
+    lat, _ = reconstruction(panel.decoder, panel.clip, image, steps=panel.steps)
+    np.testing.assert_allclose(panel._inverted[target].z, lat.z, atol=1e-6)
+    np.testing.assert_allclose(panel._inverted[target].x_T, lat.x_T, atol=1e-5)
