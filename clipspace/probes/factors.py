@@ -169,3 +169,43 @@ def factor_bar_chart(table: pd.DataFrame, title: str = "What a linear probe read
     fig.update_layout(title=title, barmode="group", yaxis=dict(range=[0, 1.05], title="held-out accuracy"),
                       height=400)
     return fig
+
+
+class FactorProbes:
+    """One logistic regression per factor, fitted on embeddings of scenes with known factors, to
+    read the factors of *new* embeddings (a decoded image re-embedded, a steered embedding).
+
+    Fitted attributes: `probes_` (factor -> fitted pipeline), `classes_` (factor -> class labels)."""
+
+    def __init__(self, factors: Sequence[str] = FACTORS, C: float = 1.0):
+        self.factors = factors
+        self.C = C
+
+    def fit(self, X, labels: pd.DataFrame) -> "FactorProbes":
+        X = np.asarray(X, dtype=np.float64)
+        if len(X) != len(labels):
+            raise ValueError(f"{len(X)} embeddings but {len(labels)} label rows")
+        self.probes_, self.classes_ = {}, {}
+        for f in self.factors:
+            if f not in FACTORS:
+                raise ValueError(f"factor={f!r} is unknown; use some of {FACTORS}")
+            defined = labels[f].notna().to_numpy()
+            y = labels[f][defined].astype(str).to_numpy()
+            if len(np.unique(y)) < 2:
+                continue  # nothing to tell apart in this data
+            model = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=2000))
+            self.probes_[f] = model.fit(X[defined], y)
+            self.classes_[f] = list(model.classes_)
+        return self
+
+    def predict(self, X) -> pd.DataFrame:
+        """The predicted value of every fitted factor, one row per embedding."""
+        if not hasattr(self, "probes_"):
+            raise ValueError("FactorProbes is not fitted yet; call .fit(embeddings, factor_labels(scenes))")
+        X = np.asarray(X, dtype=np.float64)
+        return pd.DataFrame({f: m.predict(X) for f, m in self.probes_.items()})
+
+    def predict_proba(self, X, factor: str, value: str) -> np.ndarray:
+        """P(factor = value) for each embedding."""
+        m = self.probes_[factor]
+        return m.predict_proba(np.asarray(X, dtype=np.float64))[:, list(m.classes_).index(str(value))]
