@@ -57,6 +57,11 @@ def measure(clip, n: int = 1500, quick: bool = False) -> dict:
     tscores = scoring.feature_scores(tsae.transform(Zt), concepts, names, detector=tsae.decision_function(Zt))
     out["text_sae"] = scoring.summary(tscores, scoring.coverage(tsae.decision_function(Zt), concepts))
     out["image_coverage"] = main.coverage.groupby("factor", sort=False)["auroc"].median().round(3).to_dict()
+    judged = main.scores[(main.scores["fire_rate"] > 0) & (main.scores["auroc"] >= 0.8)].copy()
+    judged["factor"] = judged["best_concept"].str.split("=").str[0]
+    judged["raw_right"] = judged["raw_name"] == judged["best_concept"]
+    out["naming_by_factor"] = (judged.groupby("factor").agg(features=("feature", "size"), gap_corrected=("named_right", "mean"),
+                                                            raw=("raw_right", "mean")).reset_index().to_dict("records"))
 
     # Steering: the best feature of each of colour and shape, decoded from 8 base scenes
     from clipspace.unclip.decoder import decoder_for
@@ -107,6 +112,10 @@ AUROC >= 0.8 whose nearest vocabulary text (gap-corrected, or not) is that conce
 {_table(pd.DataFrame(m['image_sae']))}
 
 Median best AUROC per factor's concepts (k = 8): {m['image_coverage']}
+
+Naming accuracy by the factor each feature detects best (k = 8, features with AUROC >= 0.8):
+
+{_table(pd.DataFrame(m['naming_by_factor']))}
 
 The same SAE on the captions' text embeddings (k = 8): coverage {m['text_sae']['coverage']:.2f},
 naming accuracy {m['text_sae'].get('naming_accuracy', float('nan')):.2f}; per factor:

@@ -63,6 +63,14 @@ class SparseAutoencoder:
         return torch.zeros_like(pre).scatter_(-1, top.indices, top.values)
 
     def fit(self, X, y=None) -> "SparseAutoencoder":
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # thousands of small matmuls: more threads only add synchronisation
+        try:
+            return self._fit(X)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _fit(self, X) -> "SparseAutoencoder":
         X = _as_matrix(X)
         n, d = X.shape
         self._check_params(d)
