@@ -6,11 +6,13 @@ names and the scores are left out (`scores` holds only firing statistics), rathe
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from clipspace.errors import InvalidArgumentError
 from clipspace.features import naming, scoring
 from clipspace.features.sae import SparseAutoencoder
 from clipspace.probes.factors import factor_labels, factor_scenes
@@ -28,7 +30,8 @@ class FeatureAtlas:
     raw_names: pd.DataFrame  # the same without the correction
     scores: pd.DataFrame  # one row per feature
     coverage: pd.DataFrame | None  # one row per concept; None without known factors
-    images: list = field(default_factory=list)  # what was embedded (scenes or PIL images), for thumbnails
+    images: list = field(default_factory=list)  # what was embedded (scenes, paths or PIL images), for thumbnails
+    skipped: list = field(default_factory=list)  # (source, reason) of user images that could not be read
 
     def summary(self) -> dict:
         if self.coverage is None:
@@ -57,11 +60,21 @@ def fit_atlas(clip, images=None, n: int = 1200, n_features: int = 64, k: int = 8
               seed: int = 0, vocabulary: pd.DataFrame | None = None, embeddings=None) -> FeatureAtlas:
     """Fit an SAE on the images' embeddings (world `factor_scenes(n)` when `images` is None) and
     name and score its features. `embeddings` skips embedding when already computed."""
-    world_scenes = images is None
-    scenes = factor_scenes(n) if world_scenes else list(images)
-    if embeddings is None:
-        embeddings = clip.encode_images([s.render(clip.image_size) for s in scenes] if world_scenes else scenes)
+    world_scenes, skipped = images is None, []
+    if world_scenes:
+        scenes = factor_scenes(n)
+        if embeddings is None:
+            embeddings = clip.encode_images([s.render(clip.image_size) for s in scenes])
+    elif embeddings is None:
+        # a folder, paths or PIL images, through the one image loader: a bad file is skipped and listed, not fatal
+        embeddings = clip.encode_images(images if isinstance(images, (str, os.PathLike)) else list(images), strict=False)
+        scenes, skipped = list(embeddings.sources), list(embeddings.failures)
+    else:
+        scenes = list(images)
     Z = np.asarray(embeddings, dtype=np.float32)
+    if len(Z) != len(scenes) or len(Z) < 2:
+        raise InvalidArgumentError(f"{len(Z)} embeddings for {len(scenes)} images: an atlas needs one per image, "
+                                   "and at least two")
     sae = SparseAutoencoder(n_features=n_features, k=k, steps=steps, seed=seed).fit(Z)
     if vocabulary is None:
         vocabulary = naming.world_vocabulary() if world_scenes else naming.imagenet_vocabulary()
@@ -79,4 +92,4 @@ def fit_atlas(clip, images=None, n: int = 1200, n_features: int = 64, k: int = 8
                                "name": (names["value"]).to_numpy(), "name_cosine": names["cosine"].to_numpy()})
         cov = None
     scores["raw_name"] = (raw["factor"].astype(str) + "=" + raw["value"].astype(str)).to_numpy()
-    return FeatureAtlas(sae, Z, A, vocabulary, names, raw, scores, cov, scenes)
+    return FeatureAtlas(sae, Z, A, vocabulary, names, raw, scores, cov, scenes, skipped)

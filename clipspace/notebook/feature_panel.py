@@ -26,7 +26,12 @@ ALPHAS = (0.0, 0.5, 1.0, 1.5)
 
 
 def _render(item, size: int = THUMB):
-    return item.render(size) if hasattr(item, "render") else item.convert("RGB").resize((size, size))
+    """A thumbnail of a world scene, a path (read by clipspace's image loader) or a PIL image."""
+    if hasattr(item, "render"):
+        return item.render(size)
+    from clipspace.images import load_image
+
+    return load_image(item).convert("RGB").resize((size, size))
 
 
 def atlas_grid(atlas, n_features: int = 8, per_feature: int = 4):

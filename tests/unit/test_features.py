@@ -243,3 +243,18 @@ def test_atlas_and_steering_path(tiny_clip):
     assert table["target_rate"].between(0, 1).all()
     with pytest.raises(InvalidArgumentError, match="factor=value"):
         steering_scores(decoder, tiny_clip, probes, atlas.embeddings[:1], atlas.sae.components_[0], "red")
+
+
+def test_atlas_on_a_users_folder_skips_a_bad_file(tiny_clip, tmp_path):
+    from clipspace import world
+    from clipspace.notebook.feature_panel import FeaturePanel
+
+    for i, s in enumerate(world.single_objects(12)):
+        s.render(64).save(tmp_path / f"{i:02d}.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    atlas = fit_atlas(tiny_clip, images=tmp_path, n_features=8, k=2, steps=20,
+                      vocabulary=naming.world_vocabulary(("colour",)))
+    assert len(atlas.images) == 12 and [p.name for p, _ in atlas.skipped] == ["broken.png"]
+    assert atlas.coverage is None and "auroc" not in atlas.scores  # no truth: named, not scored
+    panel = FeaturePanel(tiny_clip, None, atlas)
+    assert panel.grid_image.value and "unscored" in panel.summary_html.value and not panel.output.outputs
