@@ -23,7 +23,7 @@ from pathlib import Path
 from . import report
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("peak", "encode", "latency", "decoder", "features", "maps", "notebooks", "gpu")
+SECTIONS = ("peak", "encode", "latency", "decoder", "prior", "features", "maps", "notebooks", "gpu")
 
 
 def run_section(name: str, quick: bool, peak_gflops: dict | None) -> dict:
@@ -39,6 +39,9 @@ def run_section(name: str, quick: bool, peak_gflops: dict | None) -> dict:
     if name == "decoder":
         from . import decoder
         return decoder.run(quick, peak_gflops)
+    if name == "prior":
+        from . import prior
+        return prior.run(quick)
     if name == "features":
         from . import features
         return features.run(quick)

@@ -19,7 +19,7 @@ _LAZY = {  # public name -> the module that defines it
     "WORLD_TEMPLATES": "probes.zero_shot", "ZeroShotClassifier": "probes.zero_shot", "build_classifier": "probes.zero_shot",
     "typographic_attack": "probes.typographic", "write_text": "probes.typographic", "binding_probe": "probes.binding",
     "EmbeddingPCA": "maps.pca", "factor_table": "probes.factors", "load_decoder": "unclip.decoder", "decoder_for": "unclip.decoder",
-    "slerp": "unclip.slerp",
+    "slerp": "unclip.slerp", "load_prior": "unclip.prior", "prior_for": "unclip.prior", "generate": "unclip.generate",
 }
 
 __all__ = ["ClipspaceError", "UnknownModelError", "UnsafeCheckpointError", "WeightsNotAvailableError",

@@ -59,3 +59,11 @@ def describe_source(source) -> str:
     if hasattr(source, "dtype") and hasattr(source, "shape"):  # a numpy array
         return f"<array {source.dtype} {tuple(source.shape)}>"
     return f"<{kind}>"
+
+
+class PriorMismatchError(ClipspaceError, ValueError):
+    """The prior was trained on embeddings of another CLIP model than the one given."""
+
+
+class PriorNotFoundError(ClipspaceError, FileNotFoundError):
+    """No prior weights where they were looked for."""

@@ -1,15 +1,19 @@
-"""`python -m clipspace.train clip ...` trains the tiny CLIP; `... decoder ...` the unCLIP decoder."""
+"""`python -m clipspace.train clip ...` trains the tiny CLIP; `... decoder ...` the unCLIP decoder; `... prior ...` its prior."""
 import sys
+
+TRAINERS = ("clip", "decoder", "prior")
 
 
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("clip", "decoder"):
-        sys.exit("usage: python -m clipspace.train {clip,decoder} [--help]")
+    if not argv or argv[0] not in TRAINERS:
+        sys.exit(f"usage: python -m clipspace.train {{{','.join(TRAINERS)}}} [--help]")
     if argv[0] == "clip":
         from clipspace.train.clip import main as run
-    else:
+    elif argv[0] == "decoder":
         from clipspace.train.decoder import main as run
+    else:
+        from clipspace.train.prior import main as run
     run(argv[1:])
 
 

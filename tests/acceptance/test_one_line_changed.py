@@ -26,7 +26,7 @@ from nbclient.exceptions import CellExecutionError
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("[0-9]*.ipynb"))
 ARCH, IMAGE_SIZE, LAYERS = "ViT-B-32", 64, 2
 NO_DECODER = f"No decoder pairs with '{ARCH}-{IMAGE_SIZE}px' (512-d)"
-DECODING = {"03_pca", "05_typographic_attacks", "06_unclip_inversion"}
+DECODING = {"03_pca", "05_typographic_attacks", "06_unclip_inversion", "07_unclip_prior"}
 
 
 @pytest.fixture(scope="session")

@@ -70,7 +70,7 @@ def _links(nb) -> list[str]:
 def test_the_tour_maps_the_whole_sequence():
     links = _links(nbformat.read(TOUR, as_version=4))
     numbers = {link[:2]: link for link in links}
-    assert sorted(numbers) == ["01", "02", "03", "04", "05", "06"], f"00_tour links {links}"
+    assert sorted(numbers) == sorted(p.name[:2] for p in PATHS if p != TOUR), f"00_tour links {links}"
     # a notebook that exists must be linked by its real name; one not yet written may be linked ahead
     for path in PATHS:
         if path != TOUR:
