@@ -270,32 +270,83 @@ def ddim_sample(decoder: Decoder, z: torch.Tensor, x_T: torch.Tensor, eta: float
     return x
 
 
+INVERSION_METHODS = ("ddim", "fixed_point")
+
+
 @torch.no_grad()
 def ddim_invert(decoder: Decoder, x0: torch.Tensor, z: torch.Tensor, steps: int = 50,
-                guidance: float = 1.0) -> torch.Tensor:
-    """DDIM inversion: the same update run backwards, clean x (diffusion space) to x_T. Each step
+                guidance: float = 1.0, method: str = "ddim", iterations: int = 3, anderson: int = 2) -> torch.Tensor:
+    """DDIM inversion, clean x (diffusion space) to x_T.
+
+    method="ddim": the sampler's update run backwards (diffusers' DDIMInverseScheduler). Each step
     uses the model's output at the current x in place of the (unknown) one at the next x, so the
-    round trip is exact only in the limit of many steps (or a model that varies slowly)."""
+    round trip is exact only in the limit of many steps, or for images the model knows well.
+    method="fixed_point" (AIDI, Pan et al. 2023; ReNoise, Garibi et al. 2024): each step solves for
+    the x_t that the sampler's own step maps exactly to the x it came from, by `iterations` rounds
+    of x_t += (x_prev - step(x_t)) / A, A the step's coefficient on x_t (the model output held
+    fixed), accelerated by Anderson mixing over the last `anderson` rounds (0: plain iteration).
+    It costs 1 + iterations model calls per step. The iteration converges where the step is a
+    contraction in x_t (a trained model varies slowly enough; a random-weight epsilon model need not):
+    each image keeps its best iterate, so it is never worse than plain DDIM's first guess by much.
+    The solve uses the guided prediction,
+    so decoding at the same `guidance` reproduces the image for any guidance, not only 1.
+    """
     z, steps, guidance = check_args(decoder, z=z, steps=steps, guidance=guidance)
+    if method not in INVERSION_METHODS:
+        raise InvalidArgumentError(f"method={method!r}; use one of {INVERSION_METHODS}")
     if decoder.scheduler.config.get("timestep_spacing", "leading") not in ("leading", "trailing"):
         raise InvalidArgumentError("DDIM inversion needs timestep_spacing 'leading' or 'trailing' in the decoder's "
                          f"scheduler, not {decoder.scheduler.config.timestep_spacing!r}")
-    sched = DDIMInverseScheduler.from_config(decoder.scheduler.config)
-    sched.set_timesteps(steps)
     x = x0.to(decoder.device, decoder.dtype)
     z = z.to(decoder.device, decoder.dtype)
-    for t in sched.timesteps:
-        x = sched.step(decoder.predict(x, t, z, guidance), t, x).prev_sample
+    if method == "ddim":
+        sched = DDIMInverseScheduler.from_config(decoder.scheduler.config)
+        sched.set_timesteps(steps)
+        for t in sched.timesteps:
+            x = sched.step(decoder.predict(x, t, z, guidance), t, x).prev_sample
+        return x
+    (iterations,) = check_args(n=iterations)
+    sched = DDIMScheduler.from_config(decoder.scheduler.config)  # the sampler itself, walked backwards
+    sched.set_timesteps(steps)
+    for t in reversed(sched.timesteps):
+        step = lambda out, xt: sched.step(out, t, xt).prev_sample  # noqa: E731 (x_t -> x_prev at eta 0)
+        out = decoder.predict(x, t, z, guidance)  # the plain guess: the output at the less noisy x
+        ones, zeros = torch.ones_like(x), torch.zeros_like(x)
+        A = step(out, ones) - step(out, zeros)  # d step / d x_t with the output fixed (the step is affine in x_t)
+        x_t = x + (x - step(out, x)) / A
+        gs, fs = [], []  # the last few g(x_t) and residuals, for Anderson's extrapolation
+        best, best_r = x_t, torch.full((len(x),), float("inf"), dtype=x.dtype, device=x.device)
+        for _ in range(iterations):
+            g = x_t + (x - step(decoder.predict(x_t, t, z, guidance), x_t)) / A
+            r = (g - x_t).flatten(1).norm(dim=1)  # how far x_t is from solving this step
+            # keep each image's best iterate: where the step is no contraction, iterating does not converge
+            better = r < best_r
+            best, best_r = torch.where(better.view(-1, *[1] * (x.dim() - 1)), x_t, best), torch.minimum(r, best_r)
+            gs, fs = (gs + [g.flatten(1)])[-(anderson + 1):], (fs + [(g - x_t).flatten(1)])[-(anderson + 1):]
+            x_t = g if len(fs) < 2 else _anderson(gs, fs).view_as(x)
+        x = best
     return x
+
+
+def _anderson(gs: list[torch.Tensor], fs: list[torch.Tensor]) -> torch.Tensor:
+    """Anderson's (type II) next iterate from the last g(x) and residuals f = g(x) - x, per image:
+    g_k - dG gamma, gamma the least-squares weights that make f_k - dF gamma smallest. Where a step
+    converges slowly (a contraction close to 1: textures, mostly) plain iteration crawls; this does not."""
+    dF = torch.stack([b - a for a, b in zip(fs, fs[1:])], -1)  # (N, D, j)
+    dG = torch.stack([b - a for a, b in zip(gs, gs[1:])], -1)
+    # the pseudo-inverse of the small Gram matrix: once an image has converged its residuals are equal, and singular
+    gamma = torch.linalg.pinv(dF.transpose(1, 2) @ dF) @ (dF.transpose(1, 2) @ fs[-1].unsqueeze(-1))
+    return gs[-1] - (dG @ gamma).squeeze(-1)
 
 
 # ---------------------------------------------------------------------------------------------
 # The bipartite latent
 # ---------------------------------------------------------------------------------------------
 def invert(decoder: Decoder, clip, images, steps: int = 50, guidance: float = 1.0, background=WHITE,
-           max_pixels: int | None = None) -> Latents:
+           max_pixels: int | None = None, method: str = "ddim", iterations: int = 3, anderson: int = 2) -> Latents:
     """Encode images as (z_i, x_T). Decode with the same `steps` and `guidance` at eta = 0 to
-    reconstruct; guidance 1 (the conditional model alone) inverts most faithfully. Images are read
+    reconstruct; with method="ddim", guidance 1 (the conditional model alone) inverts most faithfully;
+    method="fixed_point" solves each step exactly (see `ddim_invert`), for images the decoder never saw. Images are read
     as `clip.encode_images` reads them (`clipspace.images.load_image`, transparency onto
     `background`), so z_i is the embedding `clip.encode_images` gives the same file."""
     images, steps, guidance = check_args(images=images, steps=steps, guidance=guidance)
@@ -304,7 +355,7 @@ def invert(decoder: Decoder, clip, images, steps: int = 50, guidance: float = 1.
     images = [im if _is_scene(im) else load_image(im, background, max_pixels=max_pixels) for im in images]
     z = embed_images(clip, images)
     x0 = decoder.encode_pixels(images_to_pixels(images, decoder.image_size).to(decoder.device, decoder.dtype))
-    x_T = ddim_invert(decoder, x0, z, steps, guidance)
+    x_T = ddim_invert(decoder, x0, z, steps, guidance, method, iterations, anderson)
     return Latents(z, x_T.float().cpu(), steps, guidance)
 
 
