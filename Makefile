@@ -28,17 +28,23 @@ lab: $(STAMP)
 	# --allow-root only when run as root (containers): JupyterLab refuses root otherwise
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
+# Tests run in parallel, one pytest worker per core (a notebook's cells stay on one worker: --dist loadfile),
+# each worker and each notebook kernel on one torch thread: two threads per process on a shared core
+# spin against each other (a tiny forward pass went from 20 ms to 1 s on 2 cores).
+JOBS ?= auto
+PARALLEL := -n $(JOBS) --dist loadfile
+
 test: $(STAMP)
-	$(PY) -m pytest tests notebooks $(NBVAL)
+	OMP_NUM_THREADS=1 $(PY) -m pytest $(PARALLEL) tests notebooks $(NBVAL)
 
 test-unit: $(STAMP)
-	$(PY) -m pytest tests/unit
+	OMP_NUM_THREADS=1 $(PY) -m pytest $(PARALLEL) tests/unit
 
 test-integration: $(STAMP)
-	$(PY) -m pytest tests/integration
+	OMP_NUM_THREADS=1 $(PY) -m pytest $(PARALLEL) tests/integration
 
 test-acceptance: $(STAMP)
-	$(PY) -m pytest tests/acceptance notebooks $(NBVAL)
+	OMP_NUM_THREADS=1 $(PY) -m pytest $(PARALLEL) tests/acceptance notebooks $(NBVAL)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run

@@ -150,6 +150,8 @@ def goal_rows(results: dict) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 def render_section(sec: dict) -> str:
     out = [f"## {sec.get('title', '?')}", ""]
+    if sec.get("measured"):
+        out += [f"_measured {sec['measured']}_", ""]
     status = sec.get("status", "ok")
     if status != "ok":
         out += [f"**{status}**" + (f": {sec['reason']}" if sec.get("reason") else ""), ""]

@@ -2,7 +2,7 @@
 
     python -m benchmarks.run            # everything, ~10-15 minutes on 2 CPU cores (`make bench`)
     python -m benchmarks.run --quick    # smoke sizes, a minute or two; writes to a temp folder
-    python -m benchmarks.run --only encode latency
+    python -m benchmarks.run --only encode latency   # re-measures these, keeps the other sections' figures
     python -m benchmarks.run --render   # rewrite REPORT.md from results.json (after editing findings.md)
 
 Each section runs on its own; one that fails is reported as an error with its traceback's last
@@ -87,7 +87,13 @@ def main(argv=None) -> int:
                         "notes": [f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, torch threads "
                                   f"{torch.get_num_threads()}"]},
                "sections": {}}
-    peak_gflops = None
+    previous = out / "results.json"
+    if args.only and previous.is_file():
+        # --only re-measures those sections and keeps the others' last figures (each says when it was measured)
+        import json
+
+        results["sections"] = json.loads(previous.read_text()).get("sections", {})
+    peak_gflops = (results["sections"].get("peak") or {}).get("peak_gflops")
     for name in sections:
         t0 = time.perf_counter()
         print(f"[bench] {name} ...", flush=True)
@@ -98,6 +104,7 @@ def main(argv=None) -> int:
                    "tables": [], "traceback": traceback.format_exc()[-3000:]}
             print(sec["traceback"], file=sys.stderr)
         sec["seconds"] = time.perf_counter() - t0
+        sec["measured"] = report.now()
         sec.setdefault("notes", []).append(f"section time: {sec['seconds']:.0f} s")
         if name == "peak" and sec.get("status") == "ok":
             peak_gflops = sec["peak_gflops"]
