@@ -312,3 +312,41 @@ def _not_cached(model: str, tag: str | None, looked_for: list[str], error: Excep
         "network), or copy them to this machine and pass the path: " +
         (f"load_clip({model!r}, pretrained='/path/to/weights.safetensors')." if tag else
          "load_clip('/path/to/folder') for a folder holding open_clip_config.json and the weights."))
+
+
+# ---------------------------------------------------------------------------------------------
+# The diffusion models' configs and weight folders (decoders, priors): one reader, one writer
+# ---------------------------------------------------------------------------------------------
+def read_model_config(name_or_path, kind: str) -> dict:
+    """A `kind` ("decoder", "prior") config: a dict (deep-copied), a JSON file, or the name of one
+    shipped in `model_configs/` (`<kind>-*.json`)."""
+    import json
+
+    if isinstance(name_or_path, dict):
+        return json.loads(json.dumps(name_or_path))
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = CONFIG_DIR / f"{name_or_path}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in CONFIG_DIR.glob(f"{kind}-*.json"))
+        raise FileNotFoundError(f"no {kind} config {str(name_or_path)!r} (looked for {path}); shipped configs: {known}")
+    return json.loads(path.read_text())
+
+
+def write_model_dir(out, state: dict, config: dict, weights_file: str, config_file: str, fp16: bool = False,
+                    keep_fp32: tuple = ()) -> Path:
+    """Write a state dict (safetensors; fp16 if asked, except the `keep_fp32` keys) and its JSON config
+    into `out`, each file atomically."""
+    import json
+
+    from safetensors.torch import save
+
+    from clipspace.cache import write_atomic
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.half() if fp16 and v.is_floating_point() and k not in keep_fp32 else v).detach().cpu().contiguous().clone()
+             for k, v in state.items()}
+    write_atomic(out / weights_file, save(state))
+    write_atomic(out / config_file, json.dumps(config, indent=2) + "\n")
+    return out

@@ -25,7 +25,7 @@ import torch
 from diffusers import DDIMScheduler, UNet2DConditionModel
 
 from clipspace.errors import DecoderMismatchError, DecoderNotFoundError
-from clipspace.factory import CONFIG_DIR, WEIGHTS_DIR
+from clipspace.factory import WEIGHTS_DIR, read_model_config, write_model_dir
 
 DEFAULT_DECODER = "decoder-tiny"
 DEFAULT_CLIP = "clipspace-tiny"  # the CLIP the offline decoder was trained on
@@ -81,16 +81,7 @@ def same_clip_name(a: str, b: str) -> bool:
 # ---------------------------------------------------------------------------------------------
 def get_decoder_config(name_or_path: str | os.PathLike | dict = DEFAULT_DECODER) -> dict:
     """A decoder config: a dict, a JSON file, or the name of one in `clipspace/model_configs/`."""
-    if isinstance(name_or_path, dict):
-        return json.loads(json.dumps(name_or_path))  # a deep copy
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = CONFIG_DIR / f"{name_or_path}.json"
-    if not path.is_file():
-        known = sorted(p.stem for p in CONFIG_DIR.glob("decoder-*.json"))
-        raise FileNotFoundError(f"no decoder config {str(name_or_path)!r} (looked for {path}); "
-                                f"shipped configs: {known}")
-    return json.loads(path.read_text())
+    return read_model_config(name_or_path, "decoder")
 
 
 def unet_kwargs(config: dict) -> dict:
@@ -192,19 +183,8 @@ def save_decoder(decoder: PixelDecoder, out: str | os.PathLike, fp16: bool = Fal
     """Write `decoder_config.json` + `decoder.safetensors` (the UNet's state dict) into `out`.
     `unet` overrides the weights written (the trainer passes its EMA copy); `extra` adds keys to
     the JSON (training provenance)."""
-    from safetensors.torch import save
-
-    from clipspace.cache import write_atomic
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    state = (unet or decoder.unet).state_dict()
-    state = {k: (v.half() if fp16 and v.is_floating_point() else v).detach().cpu().contiguous().clone()
-             for k, v in state.items()}
-    write_atomic(out / WEIGHTS_FILE, save(state))
-    config = {**decoder.config, **(extra or {})}
-    write_atomic(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
-    return out
+    return write_model_dir(out, (unet or decoder.unet).state_dict(), {**decoder.config, **(extra or {})},
+                           WEIGHTS_FILE, CONFIG_FILE, fp16=fp16)
 
 
 def load_decoder(path: str | os.PathLike | None = None, clip=None,

@@ -34,7 +34,7 @@ import torch
 from diffusers import DDIMScheduler, PriorTransformer
 
 from clipspace.errors import InvalidArgumentError, PriorMismatchError, PriorNotFoundError
-from clipspace.factory import CONFIG_DIR, WEIGHTS_DIR
+from clipspace.factory import WEIGHTS_DIR, read_model_config, write_model_dir
 from clipspace.unclip.decoder import DEFAULT_CLIP, classifier_free_guidance, same_clip_name
 
 DEFAULT_PRIOR = "prior-tiny"
@@ -45,15 +45,7 @@ WEIGHTS_FILE = "prior.safetensors"
 
 def get_prior_config(name_or_path: str | os.PathLike | dict = DEFAULT_PRIOR) -> dict:
     """A prior config: a dict, a JSON file, or the name of one in `clipspace/model_configs/`."""
-    if isinstance(name_or_path, dict):
-        return json.loads(json.dumps(name_or_path))  # a deep copy
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = CONFIG_DIR / f"{name_or_path}.json"
-    if not path.is_file():
-        known = sorted(p.stem for p in CONFIG_DIR.glob("prior-*.json"))
-        raise FileNotFoundError(f"no prior config {str(name_or_path)!r} (looked for {path}); shipped configs: {known}")
-    return json.loads(path.read_text())
+    return read_model_config(name_or_path, "prior")
 
 
 def transformer_kwargs(config: dict) -> dict:
@@ -282,19 +274,8 @@ def save_prior(prior: DiffusionPrior, out: str | os.PathLike, fp16: bool = False
     """Write `prior_config.json` + `prior.safetensors` into `out`. `transformer` overrides the
     weights written (the trainer passes its EMA copy); `extra` adds keys to the JSON. fp16 keeps
     clip_mean / clip_std in fp32 (they rescale every output)."""
-    from safetensors.torch import save
-
-    from clipspace.cache import write_atomic
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    state = (transformer or prior.transformer).state_dict()
-    keep = ("clip_mean", "clip_std")
-    state = {k: (v.half() if fp16 and v.is_floating_point() and k not in keep else v).detach().cpu().contiguous().clone()
-             for k, v in state.items()}
-    write_atomic(out / WEIGHTS_FILE, save(state))
-    write_atomic(out / CONFIG_FILE, json.dumps({**prior.config, **(extra or {})}, indent=2) + "\n")
-    return out
+    return write_model_dir(out, (transformer or prior.transformer).state_dict(), {**prior.config, **(extra or {})},
+                           WEIGHTS_FILE, CONFIG_FILE, fp16=fp16, keep_fp32=("clip_mean", "clip_std"))
 
 
 def load_prior(path: str | os.PathLike | None = None, clip=None,
