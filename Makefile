@@ -21,7 +21,7 @@ $(UV):
 # --compile-bytecode: uv leaves .pyc to first import, which never writes them under PYTHONDONTWRITEBYTECODE
 # (set on these machines): every kernel would then compile torch and sympy again, 20 s more per start.
 $(STAMP): uv.lock pyproject.toml | $(UV)
-	$(UV) sync --locked --compile-bytecode --extra notebooks --extra dev --python python3
+	$(UV) sync --locked --compile-bytecode --extra notebooks --extra dev --extra ray --python python3
 	touch $(STAMP)
 
 lab: $(STAMP)

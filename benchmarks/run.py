@@ -23,7 +23,7 @@ from pathlib import Path
 from . import report
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("peak", "encode", "latency", "decoder", "prior", "features", "maps", "notebooks", "gpu")
+SECTIONS = ("peak", "encode", "latency", "decoder", "prior", "features", "corpus", "maps", "notebooks", "gpu")
 
 
 def run_section(name: str, quick: bool, peak_gflops: dict | None) -> dict:
@@ -45,6 +45,9 @@ def run_section(name: str, quick: bool, peak_gflops: dict | None) -> dict:
     if name == "features":
         from . import features
         return features.run(quick)
+    if name == "corpus":
+        from . import corpus
+        return corpus.run(quick)
     if name == "maps":
         from . import maps
         return maps.run(quick)
