@@ -67,3 +67,10 @@ class PriorMismatchError(ClipspaceError, ValueError):
 
 class PriorNotFoundError(ClipspaceError, FileNotFoundError):
     """No prior weights where they were looked for."""
+
+
+class UnclipStackNotAvailableError(WeightsNotAvailableError, DecoderNotAvailableError):
+    """Parts of a pretrained unCLIP stack (CLIP, decoder, prior) not on this machine while offline;
+    `.missing` lists each part with its repo and the folder looked in."""
+
+    missing: tuple = ()  # set on each instance by clipspace.unclip.stacks

@@ -70,7 +70,7 @@ class PriorPanel(Panel):
             shape=W.Dropdown(options=world.SHAPES, value="square", description="shape"),
             colour=W.Dropdown(options=list(world.COLOURS), value="red", description="colour"),
             prior_guidance=W.FloatSlider(value=prior.guidance, description="prior g", **slider),
-            decoder_guidance=W.FloatSlider(value=float(decoder.config.get("guidance", 1.0)), description="decoder g",
+            decoder_guidance=W.FloatSlider(value=float(getattr(decoder, "config", {}).get("guidance", 1.0)), description="decoder g",
                                            **slider),
             thresholding=W.ToggleButton(value=False, description="thresholding",
                                         tooltip="Imagen's dynamic thresholding in the decoder's sampler"),

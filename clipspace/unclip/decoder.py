@@ -153,17 +153,20 @@ def decoder_for(clip, device: str | torch.device | None = None) -> tuple[Decoder
     """The decoder that pairs with `clip`, or (None, one line saying why there is none and what would pair).
 
     Every notebook and panel that decodes asks this, once, so a CLIP without a decoder (a real model
-    in the first cell) skips the decoding sections with that line instead of stopping. Today the
-    only decoder found here is the offline one, for the offline default CLIP; a Stable unCLIP
-    decoder must be loaded by hand (`stable_unclip.StableUnclipDecoder.from_pretrained`)."""
+    in the first cell) skips the decoding sections with that line instead of stopping. Found here: the
+    decoder of a stack loaded with this very CLIP object (`stacks.load_unclip(...)`, remembered
+    weakly), else the offline one for the offline default CLIP. Pretrained stacks are never loaded
+    from here (gigabytes): the line names the ones that pair (`stacks.stacks_for`)."""
+    from clipspace.unclip import stacks
+
+    if (stack := stacks.loaded_stack(clip)) is not None:
+        return stack.decoder, ""
     try:
         return load_decoder(clip=clip, device=device), ""
     except DecoderMismatchError:
-        hint = {"ViT-H-14": "stabilityai/stable-diffusion-2-1-unclip",
-                "ViT-L-14": "stabilityai/stable-diffusion-2-1-unclip-small"}.get(clip.name.replace("/", "-"))
         return None, (f"No decoder pairs with {clip.name!r} ({clip.embed_dim}-d): the offline decoder draws "
-                      f"{DEFAULT_CLIP!r} embeddings only, so the sections that decode are skipped" +
-                      (f"; with a GPU, StableUnclipDecoder.from_pretrained({hint!r}) pairs with it." if hint else "."))
+                      f"{DEFAULT_CLIP!r} embeddings only, so the sections that decode are skipped; "
+                      f"{stacks.pairing_hint(clip)}.")
     except DecoderNotFoundError as e:
         return None, f"No decoder: {e}"
 

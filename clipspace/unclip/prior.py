@@ -313,7 +313,15 @@ def prior_for(clip, device: str | torch.device | None = None) -> tuple[Diffusion
     """The prior that pairs with `clip`, or (None, one line saying why there is none).
 
     Notebook 07 asks this once, as it asks `decoder_for`, so a CLIP without a prior (a real model in
-    the first cell) skips the sections that generate with that line instead of stopping."""
+    the first cell) skips the sections that generate with that line instead of stopping. A stack
+    loaded with this very CLIP object (`stacks.load_unclip(...)`) answers with its own prior."""
+    from clipspace.unclip import stacks
+
+    if (stack := stacks.loaded_stack(clip)) is not None:
+        if stack.prior is not None:
+            return stack.prior, ""
+        return None, (f"No prior: the {stack.name!r} stack has none (a decoder only); the stacks with a prior "
+                      f"are {', '.join(n for n, s in stacks.STACKS.items() if s.prior_repo)}.")
     try:
         return load_prior(clip=clip, device=device), ""
     except PriorMismatchError:
