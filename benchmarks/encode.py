@@ -11,7 +11,10 @@ Contenders, on the same model and the same inputs, interleaved round by round:
 - "clipspace, cache=False": the same with the cache off, to separate the cache's own cost.
 - "clipspace, cached rerun": the same call again in the same session, every vector cached;
   "cached, new process" clears the process's memory first, so every file is hashed again and every
-  vector read from its cache file.
+  vector read from the cache's SQLite database (one query per batch).
+- "clipspace, bf16" / "clipspace, fp16": `encode_images(..., precision=...)`, cache off, against the
+  fp32 call with the cache off; their agreement with fp32 (cosine of each image's two vectors, and
+  zero-shot top-1 agreement over the captions of the same world scenes) is in the precision table.
 - "before fix: ...": the code paths as they were before the fixes in findings.md, timed in the same
   rounds: images read on the calling thread (`workers=0`), a rerun reading each vector from its
   file, texts tokenized twice (`encode_texts_before`, a copy of the old function).
@@ -32,9 +35,10 @@ from PIL import Image
 from . import peak, subjects
 from .harness import goal_check, interleave, paired_ratio, rate, summarize
 
-GOALS = {"batched": 1.0, "per_item": 5.0, "cached": 100.0}
+GOALS = {"batched": 1.0, "per_item": 5.0, "cached": 100.0, "cold": 0.95}
+PRECISIONS = ("bf16", "fp16")
 BEFORE_SERIAL = "before fix: cache=False, images read on the calling thread"
-BEFORE_CACHED = "before fix: cached rerun, vectors read from files"
+BEFORE_CACHED = "before fix: cached rerun, vectors read from the database"
 BEFORE_TEXTS = "before fix: texts tokenized twice"
 
 
@@ -127,6 +131,8 @@ def bench_images(clip, paths: list[Path], repeat: int, tmp: Path, per_item: bool
         BEFORE_SERIAL: lambda: encode_images(clip, paths, cache=False, progress=False, workers=0),
         BEFORE_CACHED: lambda: encode_images(clip, paths, progress=False),
     }
+    for p in PRECISIONS:
+        contenders[f"clipspace, {p}"] = lambda p=p: encode_images(clip, paths, cache=False, progress=False, precision=p)
     if per_item:
         contenders["per-image loop"] = lambda: openclip_per_image(clip.model, clip.preprocess, paths)
     # correctness first: the contenders must compute the same thing
@@ -135,7 +141,32 @@ def bench_images(clip, paths: list[Path], repeat: int, tmp: Path, per_item: bool
     ours = np.asarray(encode_images(clip, paths[:16], cache=False, progress=False))
     max_diff = float(np.abs(ref - ours).max())
     times = interleave(contenders, repeat=repeat, warmup=1, setup=setup)
-    return _summarise(times, len(paths), "images", "per-image loop" if per_item else None, max_diff)
+    out = _summarise(times, len(paths), "images", "per-image loop" if per_item else None, max_diff)
+    out["precision"] = precision_agreement(clip, paths)
+    for p in PRECISIONS:
+        out["ratios"][f"{p} vs fp32 (cache=False)"] = paired_ratio(times["clipspace, cache=False"],
+                                                                   times[f"clipspace, {p}"])
+    return out
+
+
+def precision_agreement(clip, paths: list[Path]) -> dict:
+    """Each reduced precision against fp32 on the same files: cosine of each image's two vectors,
+    and zero-shot top-1 agreement, the candidates being the captions of the world scenes drawn
+    (fp32 text embeddings)."""
+    from clipspace.embedding import encode_images, encode_texts
+
+    captions = sorted({s.caption(0) for s in subjects.world_scenes(len(paths))})
+    text = np.asarray(encode_texts(clip, captions, progress=False))
+    fp32 = np.asarray(encode_images(clip, paths, cache=False, progress=False))
+    top = (fp32 @ text.T).argmax(1)
+    out = {"n_captions": len(captions)}
+    for p in PRECISIONS:
+        z = np.asarray(encode_images(clip, paths, cache=False, progress=False, precision=p))
+        cos = (z * fp32).sum(1)
+        out[p] = {"cos_min": float(cos.min()), "cos_mean": float(cos.mean()),
+                  "max_abs_diff": float(np.abs(z - fp32).max()),
+                  "top1_agreement": float(((z @ text.T).argmax(1) == top).mean())}
+    return out
 
 
 def bench_texts(clip, texts: list[str], repeat: int, tmp: Path, per_item: bool = True) -> dict:
@@ -165,6 +196,8 @@ def _summarise(times: dict, n: int, unit: str, per_item: str | None, max_diff: f
                                                                   times["clipspace, cache=False"])
     if per_item:
         ratios["vs per-item loop"] = paired_ratio(times[per_item], times[ours])
+    if unit == "images":  # what the cache itself costs a first call: the same call with the cache off
+        ratios["cold cache vs cache=False"] = paired_ratio(times["clipspace, cache=False"], times[ours])
     ratios["cached rerun vs uncached"] = paired_ratio(times[ours], times["clipspace, cached rerun"])
     if "clipspace, cached, new process" in times:
         ratios["cached (new process) vs uncached"] = paired_ratio(times[ours], times["clipspace, cached, new process"])
@@ -224,7 +257,8 @@ def run(quick: bool = False, peak_gflops: dict | None = None) -> dict:
                         rate_rows.append(row)
                     for what, r in res["ratios"].items():
                         goal_key = ("batched" if what == "vs open_clip batched" else "per_item" if what == "vs per-item loop"
-                                    else "cached" if what == "cached rerun vs uncached" else None)
+                                    else "cached" if what == "cached rerun vs uncached"
+                                    else "cold" if what == "cold cache vs cache=False" else None)
                         goal = GOALS.get(goal_key)
                         met = goal_check(r["median"], goal) if goal else None
                         ratio_rows.append({"model": label, "input": kind, "ratio": what, "value": r,
@@ -240,6 +274,18 @@ def run(quick: bool = False, peak_gflops: dict | None = None) -> dict:
                 os.environ.pop("CLIPSPACE_CACHE_DIR", None)
             else:
                 os.environ["CLIPSPACE_CACHE_DIR"] = old_cache
+    precision_rows = []
+    for label in data:
+        agree, ratios = data[label]["images"]["precision"], data[label]["images"]["ratios"]
+        for p in PRECISIONS:
+            precision_rows.append({"model": label, "precision": p, "speed": ratios[f"{p} vs fp32 (cache=False)"],
+                                   "cos_min": agree[p]["cos_min"], "cos_mean": agree[p]["cos_mean"],
+                                   "top1": agree[p]["top1_agreement"], "n_captions": agree["n_captions"]})
+    import re as _re
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    has = [f for f in ("avx512_bf16", "amx_bf16", "avx512_fp16", "amx_fp16") if _re.search(rf"\b{f}\b", flags)]
+    notes.append("reduced precision: torch.autocast on the image tower (never the default); CPU flags here: "
+                 + (", ".join(has) or "none of avx512_bf16 / amx_bf16 / avx512_fp16 / amx_fp16"))
     for label in data:
         f = data[label]["flops_per_item"]
         notes.append(f"{label}: {f['image'] / 1e9:.3g} GFLOPs per image, {f['text'] / 1e9:.3g} GFLOPs per text "
@@ -252,5 +298,10 @@ def run(quick: bool = False, peak_gflops: dict | None = None) -> dict:
                 {"caption": "Throughput (items/s); FLOP/s share of the measured fp32 matmul peak",
                  "columns": [["model", "model"], ["input", "input"], ["contender", "contender"],
                              ["rate", "items/s"], ["gflops", "GFLOP/s"], ["share_fp32_peak", "share of fp32 peak"]],
-                 "rows": rate_rows}],
+                 "rows": rate_rows},
+                {"caption": "Reduced precision (encode_images precision=, cache off) against fp32: speed and agreement",
+                 "columns": [["model", "model"], ["precision", "precision"], ["speed", "speed vs fp32, median [IQR]"],
+                             ["cos_min", "cosine min"], ["cos_mean", "cosine mean"],
+                             ["top1", "zero-shot top-1 agreement"], ["n_captions", "captions"]],
+                 "rows": precision_rows}],
             "data": data}

@@ -14,21 +14,26 @@ meanwhile, or rewritten with its size and date kept, can never file one content'
 another's key (so files are read on every call, cached or not).
 
 Speed: images are read and preprocessed by a few threads (PIL and torch release the GIL) one
-batch ahead of the model, so decoding overlaps compute instead of waiting for it; texts are
+batch ahead of the model, so decoding overlaps compute instead of waiting for it: a batch's files
+are read and hashed, looked up in the cache in ONE query, and only the misses decoded and
+preprocessed; each model batch's vectors are written in ONE transaction (`clipspace.cache`, SQLite).
+The image tower runs at torch's thread count or one fewer, whichever the call measures to be faster
+(`_ModelThreads`: readers and OpenMP threads fight for the cores of a small machine). Texts are
 tokenized once, the next batch while the model runs on this one, and run through the text tower
 without the padding after the batch's longest text (`text_features`). Cached vectors are also kept in
 memory (`clipspace.cache`), so a rerun in the same session costs a read and a hash per file, and
-a lookup per input, not a cache file read.
+a lookup per input, not a database query.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import sys
-import warnings
+import sqlite3
+import time
 import weakref
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +44,7 @@ from open_clip.transformer import text_global_pool
 from PIL import Image
 from tqdm.auto import tqdm
 
-from clipspace.cache import VectorCache, describe_transform, digest
+from clipspace.cache import VectorCache, describe_transform, digest, warn_user as _warn
 from clipspace.images import (IMAGE_EXTENSIONS, WHITE, BadImageError, decode_image, describe, list_images, load_image,
                      read_image_file)
 
@@ -63,9 +68,12 @@ class Embeddings(np.ndarray):
         return out[()] if return_scalar else out
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def encode_images(clip, images, *, batch_size: int = 64, strict: bool | None = None, cache: bool | None = None,
                   progress: bool | None = None, background=WHITE, max_pixels: int | None = None,
-                  workers: int | None = None) -> Embeddings:
+                  workers: int | None = None, precision: str = "fp32") -> Embeddings:
     """Embed `images`: a folder (recursive, sorted), or a list of file paths, PIL images and numpy
     arrays (a single one, HxW or HxWxC, or a 4-d N x H x W x C array, also works).
 
@@ -76,15 +84,21 @@ def encode_images(clip, images, *, batch_size: int = 64, strict: bool | None = N
     background, max_pixels: passed to `clipspace.images.load_image`.
     workers: threads reading and preprocessing images ahead of the model (None: one per CPU core,
       at most 4; 0: all on the calling thread).
+    precision: "fp32" (the default: open_clip's own numbers), or "bf16" / "fp16" to run the image
+      tower under torch.autocast (matmuls in reduced precision, norms and softmax in float32): faster
+      where the hardware has it (bf16 on CPUs with AVX512-BF16 or AMX, both on GPUs), not identical
+      (benchmarks/encode.py reports the agreement). Its vectors are cached apart from fp32's.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"encode_images: precision={precision!r}; use one of {', '.join(map(repr, PRECISIONS))}")
     sources, from_folder, unlisted = _image_list(images)
     strict = (not from_folder) if strict is None else strict
     store = None
     if cache is not False and clip.weights_id:
         space = digest("image", clip.name, clip.weights_id, _dtype(clip), describe_transform(clip.preprocess),
-                       tuple(background))
+                       tuple(background), *(() if precision == "fp32" else (precision,)))
         store = VectorCache(space, clip.embed_dim)
-    put = _writer(store)
+    put_many = _writer(store)
     rows, failures = {}, {}
 
     def fail(i, err: BadImageError):
@@ -92,43 +106,58 @@ def encode_images(clip, images, *, batch_size: int = 64, strict: bool | None = N
             raise err
         failures[i] = err.reason
 
-    def prepare(i):  # in a worker thread: read one input, look it up, else convert and preprocess it
-        src, key = sources[i], None
+    def read(i):  # in a worker: one input's bytes (files) or RGB image (in memory), and its cache key
+        src = sources[i]
         try:
             if i in unlisted:
                 raise BadImageError(src, unlisted[i])
             if isinstance(src, (str, os.PathLike)):
                 # read once: the key hashes the very bytes decoded, so an edit meanwhile cannot mix them up
                 data = read_image_file(src)
-                key = digest("file", hashlib.sha256(data).hexdigest()) if store else None
-                if key and (hit := store.get(key)) is not None:
-                    return hit
-                img = decode_image(data, Path(src).expanduser(), background, max_pixels=max_pixels)
-            else:
-                img = load_image(src, background, max_pixels=max_pixels)
-                if store and cache:
-                    key = digest("pixels", img.size, img.tobytes())
-                    if (hit := store.get(key)) is not None:
-                        return hit
+                return (digest("file", hashlib.sha256(data).hexdigest()) if store else None), data
+            img = load_image(src, background, max_pixels=max_pixels)
+            return (digest("pixels", img.size, img.tobytes()) if store and cache else None), img
         except BadImageError as e:
             return e
-        return key, clip.preprocess(img)
+
+    def convert(i, data):  # in a worker: decode a file's bytes, then the model's preprocess
+        try:
+            img = decode_image(data, Path(sources[i]).expanduser(), background, max_pixels=max_pixels) \
+                if isinstance(data, bytes) else data
+        except BadImageError as e:
+            return e
+        return clip.preprocess(img)
+
+    def prepare(batch, pool):  # one batch ahead of the model: read all, ONE cache lookup, convert the misses
+        results = _map(pool, read, batch, chunked=True)  # cheap per item: a task per thread, not per item
+        keyed = [j for j, r in enumerate(results) if isinstance(r, tuple) and r[0]]
+        if keyed:
+            for j, hit in zip(keyed, store.get_many([results[j][0] for j in keyed])):
+                if hit is not None:
+                    results[j] = hit
+        todo = [j for j, r in enumerate(results) if isinstance(r, tuple)]
+        for j, pixels in zip(todo, _map(pool, lambda j: convert(batch[j], results[j][1]), todo)):
+            results[j] = pixels if isinstance(pixels, BadImageError) else (results[j][0], pixels)
+        return results
 
     pending = []  # (index, key, pixels) of misses, run through the model batch_size at a time
 
     def run_model():
         if pending:
-            for (i, key, _), v in zip(pending, clip.encode_tensors(torch.stack([p for _, _, p in pending]))):
+            with threads.model(len(pending)):
+                vectors = _encode_pixels(clip, torch.stack([p for _, _, p in pending]), precision)
+            for (i, _, _), v in zip(pending, vectors):
                 rows[i] = v
-                if key:
-                    put(key, v)
+            put_many([(key, v) for (_, key, _), v in zip(pending, vectors) if key])  # one transaction
             pending.clear()
 
     batches = [list(range(s, min(s + batch_size, len(sources)))) for s in range(0, len(sources), batch_size)]
     show = len(sources) > 2 * batch_size if progress is None else progress
     workers = _workers(len(sources)) if workers is None else int(workers)
-    with tqdm(total=len(sources), desc="embedding images", unit="img", disable=not show) as bar, \
-            _ahead(prepare, batches, workers) as prepared:
+    threads = _ModelThreads(workers, len(batches))
+    with ThreadPoolExecutor(workers, thread_name_prefix="clipspace-load") if workers > 0 else nullcontext() as pool, \
+            tqdm(total=len(sources), desc="embedding images", unit="img", disable=not show) as bar, \
+            _ahead(lambda b: prepare(b, pool), batches, int(workers > 0), per_item=False) as prepared:
         for batch, results in zip(batches, prepared):
             for i, r in zip(batch, results):
                 if isinstance(r, BadImageError):
@@ -152,6 +181,75 @@ def encode_images(clip, images, *, batch_size: int = 64, strict: bool | None = N
     return Embeddings(out, [sources[i] for i in kept], failed)
 
 
+def _map(pool, fn, items: list, chunked: bool = False) -> list:
+    """[fn(x) for x in items], on `pool`'s threads when there is one: a task per item, or with
+    `chunked` one contiguous run of items per thread (for work too small to pay for a task each)."""
+    if pool is None or len(items) < 2:
+        return [fn(x) for x in items]
+    if not chunked:
+        return list(pool.map(fn, items))
+    n = pool._max_workers
+    runs = [items[k * len(items) // n:(k + 1) * len(items) // n] for k in range(n)]
+    return [r for run in pool.map(lambda run: [fn(x) for x in run], runs) for r in run]
+
+
+class _ModelThreads:
+    """torch threads for the image tower in one encode_images call: torch's own count, or one
+    fewer, whichever this call measures to run faster.
+
+    When reading threads decode images while the model runs, torch's OpenMP threads and the readers
+    compete for the same cores, and every parallel op waits at its barrier for a descheduled thread.
+    How much that costs depends on the model (clipspace-tiny decodes a 256 px PNG in about the time
+    its tower embeds it; ViT-B-32's tower costs 50x more) and on what else the machine runs (on a
+    busy 2-core machine one torch thread made the tiny model 4x faster; on a quiet one it was a wash;
+    for ViT-B-32 one thread fewer halves a quiet machine's speed). So it is measured, not guessed:
+    with readers and enough batches, batch 2 runs at torch's count and batch 3 at one fewer, each
+    timed from the end of the previous model call to the end of its own (reading waits included:
+    the pipeline's whole cycle), and the rest of the call uses the faster, by at least 10 %
+    (ties keep torch's count). torch's setting is put back after every model call.
+    Shortcut: torch's thread count is process-wide, so another thread running torch meanwhile sees
+    it too. The thread count changes no vector here (open_clip's outputs compared bit for bit at 1
+    and 2 threads, both models; the bench reports the max difference from open_clip's own loop)."""
+
+    MIN_BATCHES = 5  # below this the trial cannot pay for itself: torch's count throughout
+
+    def __init__(self, workers: int, n_batches: int):
+        self.trial = workers > 0 and n_batches >= self.MIN_BATCHES and torch.get_num_threads() >= 2
+        self.calls, self.last_end, self.cycle, self.chosen = 0, None, {}, None
+
+    @contextmanager
+    def model(self, n: int):
+        full = torch.get_num_threads()
+        self.calls += 1
+        use = full
+        if self.trial:
+            use = self.chosen if self.chosen is not None else (full - 1 if self.calls == 3 else full)
+        if use != full:
+            torch.set_num_threads(use)
+        try:
+            yield
+        finally:
+            if use != full:
+                torch.set_num_threads(full)
+            end = time.perf_counter()
+            if self.trial and self.chosen is None and self.calls in (2, 3) and self.last_end is not None:
+                self.cycle[use] = (end - self.last_end) / max(n, 1)
+                if self.calls == 3 and len(self.cycle) == 2:
+                    self.chosen = full - 1 if self.cycle[full - 1] < 0.9 * self.cycle[full] else full
+            self.last_end = end
+
+
+def _encode_pixels(clip, pixels: torch.Tensor, precision: str) -> np.ndarray:
+    """clip.encode_tensors (fp32: open_clip's own call), or the image tower under torch.autocast
+    at `precision`, normalised in float32 (a norm taken in bf16 is off by up to 1e-3)."""
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return clip.encode_tensors(pixels)
+    with torch.inference_mode(), torch.autocast(clip.device.type, dtype=dtype):
+        z = clip.model.encode_image(pixels.to(clip.device))
+    return F.normalize(z.float(), dim=-1).cpu().numpy()
+
+
 def encode_texts(clip, texts, *, batch_size: int = 256, cache: bool = False,
                  progress: bool | None = None) -> Embeddings:
     """Embed texts (a list, or one string). Texts longer than the model's context are truncated by
@@ -166,8 +264,9 @@ def encode_texts(clip, texts, *, batch_size: int = 256, cache: bool = False,
     if cache and clip.weights_id:
         space = digest("text", clip.name, clip.weights_id, _dtype(clip), type(clip.tokenizer).__name__, ctx)
         store = VectorCache(space, clip.embed_dim)
-    put = _writer(store)
-    rows = {i: v for i, t in enumerate(texts) if store and (v := store.get(digest(t))) is not None}
+    put_many = _writer(store)
+    keys = [digest(t) for t in texts] if store else []
+    rows = {i: v for i, v in enumerate(store.get_many(keys)) if v is not None} if store else {}
     todo = [i for i in range(len(texts)) if i not in rows]
     counts = _token_counts(clip.tokenizer)
     batches = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
@@ -180,8 +279,8 @@ def encode_texts(clip, texts, *, batch_size: int = 256, cache: bool = False,
             z = text_features(clip.model, tokens.to(clip.device)).float().cpu().numpy()
             for i, v in zip(batch, z):
                 rows[i] = v
-                if store:
-                    put(digest(texts[i]), v)
+            if store:
+                put_many([(keys[i], v) for i, v in zip(batch, z)])  # one transaction per batch
             bar.update(len(batch))
     # cached texts were not tokenized above: count theirs (remembered per tokenizer in this process)
     truncated = [i for i, t in enumerate(texts) if (_count(clip.tokenizer, t, counts) or 0) > ctx]
@@ -363,24 +462,18 @@ def _dtype(clip) -> str:
 
 
 def _writer(store: VectorCache | None):
-    """`put(key, vector)` into `store` for one call: a full or read-only disk must not cost the
-    user their embeddings, and warns once per call, not once per input."""
+    """`put_many([(key, vector), ...])` into `store` for one call: a full or read-only disk must not
+    cost the user their embeddings, and warns once per call, not once per batch."""
     failed = []
 
-    def put(key: str, v: np.ndarray) -> None:
+    def put_many(items) -> None:
+        if store is None or not items:
+            return
         try:
-            store.put(key, v)
-        except OSError as e:
+            store.put_many(items)
+        except (OSError, sqlite3.Error) as e:
             if not failed:
                 failed.append(e)
-                _warn(f"could not write the embedding cache in {store.dir} ({e}); the embeddings are "
-                      "returned but not cached")
-    return put
-
-
-def _warn(message: str) -> None:
-    """warnings.warn, pointing at the user's line rather than at a clipspace frame."""
-    level, frame = 2, sys._getframe(1)
-    while frame is not None and frame.f_globals.get("__name__", "").startswith("clipspace."):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, stacklevel=level)
+                _warn(f"could not write the embedding cache {store.path} ({type(e).__name__}: {e}); the "
+                      "embeddings are returned but not cached")
+    return put_many

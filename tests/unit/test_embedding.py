@@ -4,6 +4,7 @@ import contextlib
 import ctypes
 import dataclasses
 import os
+import sqlite3
 import tempfile
 import warnings
 from pathlib import Path
@@ -63,6 +64,23 @@ def forward_calls(module):
         yield calls
     finally:
         handle.remove()
+
+
+def cache_db(cache_dir) -> Path:
+    """The one database the calls of a test wrote (one embedding space)."""
+    (db,) = sorted((cache_dir / "vectors").glob("*.sqlite3"))
+    return db
+
+
+def cache_rows(cache_dir) -> list[tuple]:
+    """(key, dim, checksum, vector) of every row, read with sqlite3 itself."""
+    with contextlib.closing(sqlite3.connect(cache_db(cache_dir))) as con:
+        return con.execute("SELECT key, dim, checksum, vector FROM vectors ORDER BY key").fetchall()
+
+
+def edit_cache(cache_dir, sql, *params):
+    with contextlib.closing(sqlite3.connect(cache_db(cache_dir))) as con, con:
+        con.execute(sql, params)
 
 
 def test_images_equal_open_clip(any_clip, tmp_path):
@@ -143,7 +161,7 @@ def test_cache_hit_does_not_run_the_model(tiny_clip, tmp_path, cache_dir):
     paths = save_all(tmp_path / "imgs", pictures(3))
     with forward_calls(tiny_clip.model.visual) as calls:
         first = encode_images(tiny_clip, paths)
-    assert sum(calls) == 3 and len(list(cache_dir.rglob("*.f32"))) == 3
+    assert sum(calls) == 3 and len(cache_rows(cache_dir)) == 3
     with forward_calls(tiny_clip.model.visual) as calls:
         again = encode_images(tiny_clip, paths)
     assert calls == [] and np.array_equal(first, again) and again.sources == paths
@@ -167,17 +185,18 @@ def test_cache_follows_file_content(tiny_clip, tmp_path):
 def test_damaged_cache_is_recomputed(tiny_clip, tmp_path, cache_dir):
     paths = save_all(tmp_path / "imgs", pictures(3))
     first = encode_images(tiny_clip, paths)
-    files = sorted(cache_dir.rglob("*.f32"))
-    files[0].write_bytes(files[0].read_bytes()[:50])  # torn write
-    data = bytearray(files[1].read_bytes())
-    data[-1] ^= 0x55  # garbled payload
-    files[1].write_bytes(bytes(data))
+    (k0, _, _, v0), (k1, _, _, v1), _ = cache_rows(cache_dir)
+    edit_cache(cache_dir, "UPDATE vectors SET vector = ? WHERE key = ?", v0[:50], k0)  # torn
+    garbled = bytearray(v1)
+    garbled[-1] ^= 0x55
+    edit_cache(cache_dir, "UPDATE vectors SET vector = ? WHERE key = ?", bytes(garbled), k1)  # garbled payload
     clear_memory()  # a new process: this one still remembers the vectors it wrote
-    with forward_calls(tiny_clip.model.visual) as calls:
+    with forward_calls(tiny_clip.model.visual) as calls, pytest.warns(UserWarning, match="2 damaged or misplaced"):
         again = encode_images(tiny_clip, paths)
     # recomputed in a batch of 2 instead of 3: equal up to BLAS summation order
     assert sum(calls) == 2
     np.testing.assert_allclose(again, first, rtol=0, atol=1e-6)
+    clear_memory()
     with forward_calls(tiny_clip.model.visual) as calls:
         encode_images(tiny_clip, paths)
     assert calls == []  # the damaged entries were rewritten
@@ -244,12 +263,11 @@ def test_threads_read_ahead_without_changing_results(tiny_clip, tmp_path):
 def test_rerun_in_one_process_reads_no_files(tiny_clip, tmp_path, cache_dir):
     paths = save_all(tmp_path / "imgs", pictures(3))
     first = encode_images(tiny_clip, paths)
-    for f in cache_dir.rglob("*.f32"):
-        f.unlink()  # the vectors this process wrote are remembered, not re-read
+    edit_cache(cache_dir, "DELETE FROM vectors")  # the vectors this process wrote are remembered, not re-read
     with forward_calls(tiny_clip.model.visual) as calls:
         assert np.array_equal(encode_images(tiny_clip, paths), first)
     assert calls == []
-    clear_memory()  # a new process has only the files: gone, so it computes again
+    clear_memory()  # a new process has only the database: emptied, so it computes again
     with forward_calls(tiny_clip.model.visual) as calls:
         np.testing.assert_allclose(encode_images(tiny_clip, paths), first, atol=1e-6)
     assert sum(calls) == 3
@@ -369,13 +387,13 @@ def test_permission_denied_is_said_and_the_rest_kept(tiny_clip, open_folder):
     np.testing.assert_allclose(got, reference(tiny_clip, ims), atol=1e-5)
 
 
-def test_cache_file_of_another_input_is_not_served(tiny_clip, tmp_path, cache_dir):
+def test_cache_row_of_another_input_is_not_served(tiny_clip, tmp_path, cache_dir):
     paths = save_all(tmp_path / "imgs", pictures(2))
     first = encode_images(tiny_clip, paths)
-    one, other = sorted(cache_dir.rglob("*.f32"))
-    one.write_bytes(other.read_bytes())  # a valid file, of the other image
-    clear_memory()  # a new process: it has only the files
-    with forward_calls(tiny_clip.model.visual) as calls:
+    (one, *_), (_, dim, check, vector) = cache_rows(cache_dir)
+    edit_cache(cache_dir, "UPDATE vectors SET dim = ?, checksum = ?, vector = ? WHERE key = ?", dim, check, vector, one)
+    clear_memory()  # a new process: it has only the database, where one key holds the other's valid row
+    with forward_calls(tiny_clip.model.visual) as calls, pytest.warns(UserWarning, match="1 damaged or misplaced"):
         again = encode_images(tiny_clip, paths)
     assert calls == [1]  # the misplaced entry is a miss, recomputed
     np.testing.assert_allclose(again, first, rtol=0, atol=1e-6)
@@ -383,6 +401,33 @@ def test_cache_file_of_another_input_is_not_served(tiny_clip, tmp_path, cache_di
     with forward_calls(tiny_clip.model.visual) as calls:
         encode_images(tiny_clip, paths)
     assert calls == []  # and was rewritten
+
+
+def test_cached_results_equal_uncached_exactly(any_clip, tmp_path):
+    ims = pictures(7, seed=11)
+    paths = save_all(tmp_path / "imgs", ims[:5])
+    inputs = [paths[0], ims[5], paths[1], paths[2], ims[6], paths[3], paths[4]]  # files and in-memory images
+    uncached = encode_images(any_clip, inputs, batch_size=3, cache=False)
+    cold = encode_images(any_clip, inputs, batch_size=3, cache=True)
+    warm = encode_images(any_clip, inputs, batch_size=3, cache=True)
+    clear_memory()
+    from_db = encode_images(any_clip, inputs, batch_size=3, cache=True)
+    for got in (cold, warm, from_db):  # stored as computed: bit for bit, not to a tolerance
+        assert np.array_equal(got, uncached) and got.sources == uncached.sources
+
+
+def test_reduced_precision_is_close_cached_apart_and_checked(tiny_clip, tmp_path, cache_dir):
+    paths = save_all(tmp_path / "imgs", pictures(4, seed=2))
+    fp32 = encode_images(tiny_clip, paths)
+    with forward_calls(tiny_clip.model.visual) as calls:
+        bf16 = encode_images(tiny_clip, paths, precision="bf16")
+    assert sum(calls) == 4  # not served fp32's vectors: a space (database) of its own
+    assert len(list((cache_dir / "vectors").glob("*.sqlite3"))) == 2
+    cosine = (np.asarray(bf16) * np.asarray(fp32)).sum(1)
+    assert cosine.min() > 0.98 and not np.array_equal(bf16, fp32)
+    np.testing.assert_allclose(np.linalg.norm(bf16, axis=1), 1, atol=1e-5)
+    with pytest.raises(ValueError, match="precision='int8'"):
+        encode_images(tiny_clip, paths, precision="int8")
 
 
 def test_file_rewritten_with_same_size_and_mtime_is_seen(tiny_clip, tmp_path):
@@ -416,7 +461,10 @@ def test_file_edited_while_embedding_is_cached_under_what_was_read(tiny_clip, tm
             return tiny_clip.preprocess(img)
 
     got = encode_images(dataclasses.replace(tiny_clip, preprocess=EditsB()), [a, b], workers=0)
-    np.testing.assert_allclose(got[1], reference(tiny_clip, [new_b])[0], atol=1e-5)  # b as read
+    # a batch is read whole before any of it is decoded: b as read, before the edit
+    np.testing.assert_allclose(got[1], reference(tiny_clip, [ims[1]])[0], atol=1e-5)
+    # b.png now holds new_b: its vector must be new_b's, not the one filed under what was read
+    np.testing.assert_allclose(encode_images(tiny_clip, [b]), reference(tiny_clip, [new_b]), atol=1e-5)
     ims[1].save(b)  # b.png back to its first content: its vector must be that content's
     np.testing.assert_allclose(encode_images(tiny_clip, [b]), reference(tiny_clip, [ims[1]]), atol=1e-5)
 
