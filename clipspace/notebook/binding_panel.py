@@ -7,6 +7,8 @@ chooses the arguments from the controls and puts the results on screen.
     panel = BindingPanel(clip, rows, result)          # rows: binding.binding_pairs(n); display(panel)
     panel.controls.kind.value = "count"               # the scatter shows the count pairs
     panel.controls.caption_b.value = "a circle that is red"; panel.controls.score.click()   # panel.pair_bars
+    yours = CaptionPairPanel(clip, ImageSourcePanel(clip, presets=scenes), "a red square ...", "a blue square ...")
+    yours.source.controls.kind.value = "photos"       # the two captions scored on each bundled photo
 """
 from __future__ import annotations
 
@@ -16,7 +18,9 @@ import ipywidgets as W
 import plotly.graph_objects as go
 
 from clipspace.probes.binding import KINDS, binding_probe, pair_scores_figure
-from clipspace.figures import png_bytes
+from clipspace.figures import image_grid, png_bytes
+from clipspace.image_sources import thumbnail
+from clipspace.notebook.image_source_panel import NO_IMAGES
 from clipspace.notebook.widgets import FigureWidget, Panel, error_output, figure_panel, guarded, put_figure, save_button
 
 
@@ -108,3 +112,68 @@ class BindingPanel(Panel):
             self.pair_bars.layout.title = f"A {a:.3f} vs B {b:.3f}: {'A' if a > b else 'B' if b > a else 'tie'} wins"
         self.scores_text.value = (f"cosine(image, A) = <b>{a:.3f}</b>, cosine(image, B) = <b>{b:.3f}</b>, "
                                   f"margin {a - b:+.3f}")
+
+
+class CaptionPairPanel(Panel):
+    """Two captions you type, scored on every image of an `ImageSourcePanel` (the user's images).
+
+    The world pairs above need scenes with known factors; here any image gets the same reading:
+    its cosine with caption A and with caption B (`binding_probe` on the source's embeddings, one
+    pair repeated). `controls`: caption_a, caption_b (scored on Enter). `result`: the last
+    `BindingResult`; `bars`: its FigureWidget; `grid`: the images titled with their margins.
+    Re-run on every source change.
+    """
+
+    def __init__(self, clip, source, caption_a: str = "a red square to the left of a blue circle",
+                 caption_b: str = "a blue square to the left of a red circle"):
+        self.clip, self.source, self.result, self.grid = clip, source, None, None
+        self.controls = SimpleNamespace(
+            caption_a=W.Text(value=caption_a, description="caption A", continuous_update=False,
+                             layout=W.Layout(width="460px")),
+            caption_b=W.Text(value=caption_b, description="caption B", continuous_update=False,
+                             layout=W.Layout(width="460px")))
+        self.bars = FigureWidget(go.Figure([go.Bar(name="caption A", marker_color="#4c72b0"),
+                                            go.Bar(name="caption B", marker_color="#dd8452")]))
+        self.bars.update_layout(barmode="group", height=320, yaxis=dict(title="cosine"),
+                                margin=dict(l=10, r=10, t=50, b=30))
+        self.picture = W.Image(format="png")
+        self.output = error_output()
+        self._draw = guarded(self.output)(self._draw_scores)
+        for control in vars(self.controls).values():
+            control.observe(lambda _: self.refresh(), names="value")
+        source.on_change(lambda _: self.refresh())
+        self.refresh()
+        self.widget = W.VBox([source.widget, figure_panel(W.VBox([self.bars, self.picture]),
+                                                          [self.controls.caption_a, self.controls.caption_b],
+                                                          self.output, save_button(lambda: self.bars,
+                                                                                   "binding_your_images",
+                                                                                   self.output))])
+
+    def figures(self) -> dict:
+        return {"binding_your_images": self.bars}
+
+    def refresh(self) -> None:
+        """Score both captions on the source's images and redraw."""
+        self._draw()
+
+    def summary(self) -> str:
+        r = self.result
+        wins = int((r.true_scores > r.swapped_scores).sum())
+        margin = float((r.true_scores - r.swapped_scores).mean())
+        return f"caption A beats caption B on {wins} of {len(r.true_scores)} images (mean margin {margin:+.3f})"
+
+    def _draw_scores(self):
+        if not self.source.images:  # nothing read yet (an empty upload): keep what is on screen
+            return print(NO_IMAGES)
+        c, names = self.controls, list(self.source.names)
+        n = len(names)
+        r = self.result = binding_probe(self.clip, self.source.embeddings(), [c.caption_a.value] * n,
+                                        [c.caption_b.value] * n)
+        with self.bars.batch_update():
+            self.bars.data[0].x = self.bars.data[1].x = names
+            self.bars.data[0].y, self.bars.data[1].y = r.true_scores.tolist(), r.swapped_scores.tolist()
+            self.bars.layout.title = self.summary()
+        self.grid = image_grid([thumbnail(im, 96) for im in self.source.images], ncols=min(n, 8), font_size=10,
+                               titles=[f"{name}: A {a - b:+.3f}" for name, a, b in
+                                       zip(names, r.true_scores, r.swapped_scores)])
+        self.picture.value = png_bytes(self.grid)

@@ -12,6 +12,8 @@ put the results on screen. Without a decoder (`decoder_for`), the decode panel i
     panel.controls.k.value = 2                             # what the slider does; panel.k_fig changed
     decoded = PCADecodePanel(clip, decoder, panel.pca, panel.test_scenes, embeddings=panel.test_emb, reason=why)
     decoded.controls.k.value = 4                           # decoded.grids["decode"] changed
+    yours = PCAProjectionPanel(clip, panel, ImageSourcePanel(clip, presets=panel.test_scenes[:24]))
+    yours.source.controls.kind.value = "photos"            # the user's images projected on the world's PCA
 """
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ from plotly.subplots import make_subplots
 
 from clipspace import world
 from clipspace.figures import image_grid, png_bytes
-from clipspace.maps.pca import EmbeddingPCA, k_sweep, pca_curves, pca_figure
+from clipspace.maps.pca import EmbeddingPCA, k_for_mse, k_sweep, pca_curves, pca_figure
 from clipspace.unclip.latents import decode, pca_decode, pca_reconstruct, random_noise
+from clipspace.notebook.image_source_panel import NO_IMAGES
 from clipspace.notebook.widgets import FigureWidget, Panel, error_output, figure_panel, guarded, save_button
 from clipspace.probes.zero_shot import WORLD_TEMPLATES, ZeroShotClassifier, world_classnames, world_labels
 
@@ -147,7 +150,7 @@ class PCADecodePanel(Panel):
         self.pictures = [s.render(clip.image_size) for s in self.scenes]
         self.emb = (clip.encode_images(self.pictures, progress=False) if embeddings is None
                     else np.asarray(embeddings)[:n])
-        self.guidance = float(decoder.config.get("guidance", 1.0))
+        self.guidance = float(getattr(decoder, "config", {}).get("guidance", 1.0))  # pretrained stacks have no config
         self.x_T = random_noise(decoder, 1, seed=0)  # one noise for every decode
         self.ks = [k for k in STRIP_KS if k < pca.n_components_] + [pca.n_components_]
         self.controls = SimpleNamespace(k=W.IntSlider(value=min(8, pca.n_components_), min=0,
@@ -194,3 +197,86 @@ class PCADecodePanel(Panel):
         self.images["decode"].value = png_bytes(self.grids["decode"])
         self.caption.value = (f"<b>rows:</b> originals; decoded full embeddings; decoded from the first "
                               f"<b>k = {k}</b> components (same noise x_T for all)")
+
+
+class PCAProjectionPanel(Panel):
+    """The user's images (an `ImageSourcePanel`) projected on the PCA a `PCAPanel` fitted to world scenes.
+
+    Left: the first two principal components of the fitted scenes (grey) and of the source's
+    images. Right, against k: the relative reconstruction error and the mean cosine to the
+    original of the source's images next to the held-out world scenes' (`pca_curves`, `k_sweep`
+    of the same fitted PCA). An image far from the world needs more components, or is never
+    rebuilt well: its directions are not among the world's. Re-run on every source change.
+    `curves`, `sweep`: the source images' tables (`names`: theirs); `fig`: the FigureWidget; `output`: errors.
+    """
+
+    def __init__(self, clip, pca_panel: PCAPanel, source):
+        self.clip, self.fitted, self.source = clip, pca_panel, source
+        self.pca = pca_panel.pca
+        self.world_2d = self.pca.transform(pca_panel.emb, 2)
+        self.world_sweep = k_sweep(self.pca, pca_panel.test_emb)
+        self.curves = self.sweep = None
+        self.names = []
+        self.output = error_output()
+        self.fig = FigureWidget(self._figure())
+        self._draw = guarded(self.output)(self._draw_source)
+        source.on_change(lambda _: self.refresh())
+        self.refresh()
+        self.widget = W.VBox([source.widget, figure_panel(self.fig, (), self.output,
+                                                          save_button(lambda: self.fig, "pca_your_images",
+                                                                      self.output))])
+
+    def figures(self) -> dict:
+        return {"pca_your_images": self.fig}
+
+    def refresh(self) -> None:
+        """Embed the source's images (once per read), project them and redraw."""
+        self._draw()
+
+    def summary(self) -> str:
+        """k for 1% error and the mean cosine at k = 8, for the source's images and the held-out world scenes."""
+        k_yours, k_world = (_k_text(k_for_mse(c, 0.01)) for c in (self.curves, self.fitted.test_curves))
+        k8 = min(8, self.pca.n_components_)
+        cos = lambda sweep: float(sweep.set_index("k").loc[k8, "cosine"])  # noqa: E731
+        return (f"{len(self.names)} images ({self.source.kind}): 1% error at {k_yours} "
+                f"(held-out world scenes: {k_world}); mean cosine at k = {k8}: {cos(self.sweep):.3f} "
+                f"(world {cos(self.world_sweep):.3f})")
+
+    def _figure(self):
+        t = self.fitted.test_curves
+        fig = make_subplots(rows=1, cols=2, subplot_titles=("first two principal components",
+                                                            "rebuilt from the first k components"))
+        fig.add_scattergl(x=self.world_2d[:, 0], y=self.world_2d[:, 1], mode="markers", name="world scenes (fitted)",
+                          marker=dict(color="lightgrey", size=5), text=[s.caption(0) for s in self.fitted.scenes],
+                          hoverinfo="text", row=1, col=1)
+        fig.add_scatter(x=[], y=[], mode="markers", name="your images", marker=dict(color="#d62728", size=9),
+                        hoverinfo="text", row=1, col=1)
+        fig.add_scatter(x=t["k"], y=t["relative_mse"], name="relative MSE, held-out world", line=dict(dash="dot",
+                        color="#1f77b4"), row=1, col=2)
+        fig.add_scatter(x=self.world_sweep["k"], y=self.world_sweep["cosine"], name="cosine, held-out world",
+                        line=dict(dash="dot", color="#2ca02c"), row=1, col=2)
+        fig.add_scatter(x=[], y=[], name="relative MSE, your images", line=dict(color="#1f77b4"), row=1, col=2)
+        fig.add_scatter(x=[], y=[], name="cosine, your images", line=dict(color="#2ca02c"), row=1, col=2)
+        fig.update_xaxes(title_text="PC 1", row=1, col=1)
+        fig.update_yaxes(title_text="PC 2", row=1, col=1)
+        fig.update_xaxes(title_text="k", type="log", row=1, col=2)
+        fig.update_yaxes(range=[0, 1.02], row=1, col=2)
+        fig.update_layout(height=430, legend=dict(orientation="h", y=-0.2), margin=dict(t=70))
+        return fig
+
+    def _draw_source(self):
+        if not self.source.images:  # nothing read yet (an empty upload): keep what is on screen
+            return print(NO_IMAGES)
+        z = self.source.embeddings()
+        self.names = list(self.source.names)
+        self.curves, self.sweep = pca_curves(self.pca, z), k_sweep(self.pca, z)
+        xy = self.pca.transform(z, 2)
+        with self.fig.batch_update():
+            self.fig.data[1].x, self.fig.data[1].y, self.fig.data[1].text = xy[:, 0], xy[:, 1], self.names
+            self.fig.data[4].x, self.fig.data[4].y = self.curves["k"], self.curves["relative_mse"]
+            self.fig.data[5].x, self.fig.data[5].y = self.sweep["k"], self.sweep["cosine"]
+            self.fig.layout.title = self.summary()
+
+
+def _k_text(k) -> str:
+    return "no k" if k is None else f"k = {k}"

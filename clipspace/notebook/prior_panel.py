@@ -39,7 +39,7 @@ def modality_gap(prior, clip, n: int = 64, seed: int = 0) -> dict:
     scenes = world.single_objects(n)
     z_t = embed_texts(clip, [s.caption(0) for s in scenes])
     z_i = embed_images(clip, [s.render(clip.image_size) for s in scenes])
-    z_p = prior.sample(z_t, seed=seed)
+    z_p = prior.sample([s.caption(0) for s in scenes], seed=seed, clip=clip)  # captions: a stack's prior encodes them itself
     return {f"{name}_{m}": float(v) for name, z in (("z_t", z_t), ("prior", z_p))
             for m, v in (("mean_gap", (z.mean(0) - z_i.mean(0)).norm()), ("cosine", (z * z_i).sum(1).mean()))}
 
@@ -159,7 +159,7 @@ class PriorPanel(Panel):
         pg, dg = self._guidance()
         caption, scene = c.caption.value, self.current_scene()
         z_t = embed_texts(self.clip, [caption])
-        z_p = self.prior.sample(z_t, guidance=pg, steps=self.prior_steps, seed=c.seed.value)
+        z_p = self.prior.sample([caption], guidance=pg, steps=self.prior_steps, seed=c.seed.value, clip=self.clip)
         z_i = embed_images(self.clip, [scene.render(self.clip.image_size)]) if scene is not None else None
         zs = {"zero": torch.zeros_like(z_t), "z_t": z_t, "prior": z_p, **({"true z_i": z_i} if z_i is not None else {})}
         names = list(zs)
@@ -179,7 +179,8 @@ class PriorPanel(Panel):
         c = self.controls
         pg, _ = self._guidance()
         z_t = self._z["z_t"]
-        samples = self.prior.sample(z_t, n=16, guidance=pg, steps=self.prior_steps, seed=c.seed.value)
+        samples = self.prior.sample([c.caption.value], n=16, guidance=pg, steps=self.prior_steps, seed=c.seed.value,
+                                    clip=self.clip)
         p = self._pca.transform
         traces = [go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", name=name, marker=marker)
                   for name, xy, marker in (

@@ -10,22 +10,32 @@ decode view is one line saying why; the attack view works the same.
     panel.section("attack"); panel.section("decode")     # or display(panel) for both
     panel.controls.opacity.value = 0.3                   # what a slider does; panel.bars changed
     panel.controls.decode.click()                        # panel.grids["decode"] changed
+
+With `source=ImageSourcePanel(...)`, the "your_images" view writes the same word (same size,
+opacity and position, on a white label) on each of the source's images and classifies them clean
+and attacked: `user_attack`. The user's images have no known truth, so the clean prediction
+stands in for it: a flip is the label moving from what the model saw to the word.
 """
 from __future__ import annotations
 
 from types import SimpleNamespace
 
 import ipywidgets as W
+import numpy as np
 import plotly.graph_objects as go
 
 from clipspace import world
 from clipspace.figures import image_grid, png_bytes
-from clipspace.probes.typographic import scene_attack
+from clipspace.image_sources import is_world_clip, thumbnail
+from clipspace.probes.typographic import (SKIMAGE_CLASSES, TypographicResult, attack_classnames, scene_attack,
+                                         write_text)
 from clipspace.unclip.latents import decode, invert, variations
+from clipspace.notebook.image_source_panel import NO_IMAGES
 from clipspace.notebook.widgets import FigureWidget, Panel, error_output, figure_panel, guarded, put_figure, save_button
-from clipspace.probes.zero_shot import WORLD_TEMPLATES, ZeroShotClassifier, world_classnames
+from clipspace.probes.zero_shot import (PHOTO_TEMPLATES, WORLD_TEMPLATES, ZeroShotClassifier, embed_images,
+                                       parse_classnames, world_classnames, world_factor)
 
-VIEWS = ("attack", "decode")
+VIEWS = ("attack", "decode", "your_images")
 
 
 class TypographicPanel(Panel):
@@ -35,14 +45,17 @@ class TypographicPanel(Panel):
     size, opacity, x, y (the word's centre), eta (the variations' DDIM eta), decode (a Button:
     invert the attacked scene and decode it again). `attack`: the last `SceneAttack`; `bars`: its
     FigureWidget, updated in place; `grids`: the last decoded grid; `outputs`: each view's Output.
-    `decoder` None: the decode view is `reason`, one line.
+    `decoder` None: the decode view is `reason`, one line. `source`: an `ImageSourcePanel` for the
+    "your_images" view (its `classes` box: the classes to read them with; `user_result`: the last
+    `TypographicResult` there).
     """
 
-    def __init__(self, clip, decoder, scenes=None, steps: int = 20, reason: str = "", image_size: int = 160):
+    def __init__(self, clip, decoder, scenes=None, steps: int = 20, reason: str = "", image_size: int = 160,
+                 source=None):
         self.clip, self.decoder, self.steps, self.image_size = clip, decoder, steps, image_size
         self.scenes = list(world.typographic_scenes(12) if scenes is None else scenes)
         self.reason = reason or "No decoder pairs with this CLIP."
-        self.attack, self.bars, self.grids = None, None, {}
+        self.attack, self.bars, self.grids, self.source, self.user_result = None, None, {}, source, None
         first = self.scenes[0].text
         c = self.controls = SimpleNamespace(
             scene=W.IntSlider(value=0, min=0, max=len(self.scenes) - 1, description="scene"),
@@ -54,13 +67,16 @@ class TypographicPanel(Panel):
             y=W.FloatSlider(value=0.8, min=0.1, max=0.9, step=0.05, description="y", continuous_update=False),
             eta=W.FloatSlider(value=0.7, min=0.1, max=1.0, step=0.1, description="eta"),
             decode=W.Button(description="decode", icon="paint-brush"),
+            classes=W.Text(value=", ".join(world_classnames("shape") if is_world_clip(clip) else SKIMAGE_CLASSES),
+                           description="classes", continuous_update=False, layout=W.Layout(width="460px")),
         )
         self.clean_view, self.attacked_view = (W.Image(format="png", width=160, height=160) for _ in range(2))
-        self.decoded_view = W.Image(format="png")
+        self.decoded_view, self.user_view = W.Image(format="png"), W.Image(format="png")
         self.outputs = {v: error_output() for v in VIEWS}
         self._draw = {"scene": guarded(self.outputs["attack"])(self._draw_scene),
                       "attack": guarded(self.outputs["attack"])(self._draw_attack),
-                      "decode": guarded(self.outputs["decode"])(self._draw_decode)}
+                      "decode": guarded(self.outputs["decode"])(self._draw_decode),
+                      "your_images": guarded(self.outputs["your_images"])(self._draw_your_images)}
         self._quiet = False  # set while a new scene sets word, x and y: one redraw after, not three
         for control in (c.word, c.size, c.opacity, c.x, c.y):
             control.observe(lambda _: None if self._quiet else self.refresh("attack"), names="value")
@@ -82,16 +98,27 @@ class TypographicPanel(Panel):
             self.sections["decode"] = figure_panel(
                 W.HBox([self.decoded_view, self.bars]), [c.eta, c.decode], self.outputs["decode"],
                 save=save_button(lambda: self.grids.get("decode"), "typographic_decoded", self.outputs["decode"]))
+        if source is not None:
+            for control in (c.word, c.size, c.opacity, c.x, c.y, c.classes):
+                control.observe(lambda _: None if self._quiet else self.refresh("your_images"), names="value")
+            source.on_change(lambda _: self.refresh("your_images"))
+            self.refresh("your_images")
+            self.sections["your_images"] = W.VBox([source.widget, figure_panel(
+                self.user_view, [c.classes], self.outputs["your_images"],
+                save=save_button(lambda: self.grids.get("your_images"), "typographic_your_images",
+                                 self.outputs["your_images"]))])
         self.widget = W.VBox(list(self.sections.values()))
 
     def figures(self) -> dict:
         """The bars and (with a decoder) the decoded grid, named for `save_figure` / `clipspace tour`."""
         return {"typographic_bars": self.bars,
-                **({"typographic_decoded": self.grids["decode"]} if "decode" in self.grids else {})}
+                **({"typographic_decoded": self.grids["decode"]} if "decode" in self.grids else {}),
+                **({"typographic_your_images": self.grids["your_images"]} if "your_images" in self.grids else {})}
 
     def refresh(self, view: str = "attack") -> None:
         """'scene': the slider's scene with its own label, then 'attack': write the word and classify
-        clean and attacked; 'decode': invert the attacked scene and decode it."""
+        clean and attacked; 'decode': invert the attacked scene and decode it; 'your_images': the
+        word on each of the source's images, read clean and attacked."""
         self._draw[view]()
 
     def _draw_scene(self):
@@ -102,6 +129,8 @@ class TypographicPanel(Panel):
                 c.word.value, c.x.value, c.y.value = text.word, round(text.x, 2), round(text.y, 2)
             finally:
                 self._quiet = False
+            if self.source is not None and self.user_result is not None:
+                self.refresh("your_images")  # the word moved while quiet
         self._draw_attack()  # unguarded: this call's guard already shows the error
 
     def _draw_attack(self):
@@ -123,3 +152,45 @@ class TypographicPanel(Panel):
                                                                 f"recon: {called[0]}"]
                                           + [f"variation: {c}" for c in called[1:]])
         self.decoded_view.value = png_bytes(self.grids["decode"])
+
+    def _draw_your_images(self):
+        if not self.source.images:  # nothing read yet (an empty upload): keep what is on screen
+            return print(NO_IMAGES)
+        c = self.controls
+        r, attacked = user_attack(self.clip, self.source.images, c.word.value, parse_classnames(c.classes.value),
+                                  embeddings=self.source.embeddings(), position=(c.x.value, c.y.value),
+                                  size=c.size.value, opacity=c.opacity.value)
+        self.user_result = r
+        self.grids["your_images"] = image_grid(
+            [thumbnail(im, 128) for im in attacked], ncols=min(len(attacked), 6), font_size=10,
+            titles=[f"{name}: {a} -> {b}" for name, a, b in zip(self.source.names, r.clean.predicted_names,
+                                                                 r.attacked.predicted_names)])
+        self.user_view.value = png_bytes(self.grids["your_images"])
+        s = r.summary().iloc[0]
+        print(f'"{r.words[0]}" on {len(r.words)} images: the label went to the word on {s["flip_rate"]:.0%} of the '
+              f'{int(s["n_eligible"])} whose clean label was another class, and changed on '
+              f'{1 - s["attacked_accuracy"]:.0%} of all')
+
+
+def user_attack(clip, images, word: str, classnames, embeddings=None, templates=None, **text):
+    """(result, attacked images): `word` written on each image (`write_text` on a white label;
+    `text`: position, size, opacity, ...) and both versions classified over `classnames` plus the
+    word (`attack_classnames`), as a `TypographicResult`.
+
+    Shortcut: the images have no known truth, so each one's clean prediction stands in for it.
+    Accuracy is then agreement with the clean label, and `flip_rate` the share, among images whose
+    clean label is not the word, that the word took. Templates: the world's shape ensemble for
+    world shape names, else "a photo of a {}.". `embeddings`: the clean images', if already computed.
+    """
+    word = str(word).strip()
+    names = attack_classnames(word, classnames)
+    if templates is None:
+        templates = WORLD_TEMPLATES["shape"] if world_factor(list(classnames)) == "shape" else PHOTO_TEMPLATES
+    zsc = ZeroShotClassifier.from_clip(clip, names, templates)
+    images = list(images)
+    z = embed_images(clip, images) if embeddings is None else np.asarray(embeddings, dtype=np.float32)
+    labels = zsc.classify(z).predictions
+    attacked = [write_text(im, word, box="white", **text) for im in images]
+    result = TypographicResult(zsc.classify(z, labels), zsc.classify(embed_images(clip, attacked), labels),
+                               [word] * len(images))
+    return result, attacked

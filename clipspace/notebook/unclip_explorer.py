@@ -8,17 +8,23 @@ Without a decoder that pairs with the CLIP (`decoder_for`), the panel is one lin
     panel = UnclipExplorer(clip, decoder)         # display(panel), or one view a section:
     display(panel.section("variations"))          # reconstruction, variations, interpolation, text_diff
     panel.controls.theta.value = 0.8              # what a slider does; panel.grids["text_diff"] changed
+
+`UnclipImagesPanel(clip, decoder, source)` inverts the user's images (an `ImageSourcePanel`) with
+plain DDIM and with exact (fixed-point) inversion, and shows both round trips with their PSNRs.
 """
 from __future__ import annotations
 
 from types import SimpleNamespace
 
 import ipywidgets as W
+import numpy as np
 
 from clipspace import world
-from clipspace.figures import png_bytes
-from clipspace.unclip.latents import invert, load_images
+from clipspace.figures import image_grid, png_bytes
+from clipspace.photos import square
+from clipspace.unclip.latents import decode, invert, load_images, psnr
 from clipspace.unclip.views import interpolation_view, reconstruction, text_diff_view, variation_view
+from clipspace.notebook.image_source_panel import NO_IMAGES
 from clipspace.notebook.widgets import Panel, error_output, figure_panel, guarded, save_button
 
 VIEWS = ("reconstruction", "variations", "interpolation", "text_diff")
@@ -162,3 +168,84 @@ class UnclipExplorer(Panel):
         self._show("text_diff", text_diff_view(self.decoder, self.clip, self.latents, target, source, c.theta.value,
                                                n=5, steps=self.steps).grid)
         print(f"{source!r} -> {target!r}")
+
+
+OUT_OF_DECODER = ("The offline decoder was trained on the shapes world at 32 px: these images are out of its "
+                  "world. The PSNRs are what it reaches on them, not what a decoder trained for your CLIP would.")
+
+
+class UnclipImagesPanel(Panel):
+    """The round trip of the user's images: each one inverted to (z_i, x_T) and decoded back, two ways.
+
+    The first `n` images of an `ImageSourcePanel`, centre-cropped to the decoder's square size
+    (`clipspace.photos.square`), are inverted with plain DDIM (one model call a step) and with exact
+    inversion (`invert(..., method="fixed_point")`: 1 + iterations calls a step), and decoded at eta 0
+    with the same steps. The grid's rows: the images as the decoder sees them, the DDIM round
+    trips, the exact ones, each titled with its PSNR. `controls`: iterations (of the exact solve).
+    `numbers`: mean PSNR per method; `psnrs`: per image; `latents`: the exact (z_i, x_T); `grid`.
+    With the offline decoder and images that are not the world's, the panel says they are out
+    of its world (`OUT_OF_DECODER`). `decoder` None: the panel is `reason`, one line.
+    """
+
+    def __init__(self, clip, decoder, source, steps: int = 25, n: int = 4, iterations: int = 3, reason: str = ""):
+        self.clip, self.decoder, self.source, self.steps, self.n = clip, decoder, source, steps, n
+        self.reason = reason or "No decoder pairs with this CLIP."
+        self.numbers, self.psnrs, self.latents, self.grid = {}, {}, None, None
+        if decoder is None:
+            self.controls = SimpleNamespace()
+            self.widget = W.HTML(f"<i>{self.reason}</i>")
+            return
+        self.controls = SimpleNamespace(iterations=W.IntSlider(value=iterations, min=1, max=8, description="iterations",
+                                                               continuous_update=False))
+        self.note, self.picture, self.output = W.HTML(), W.Image(format="png"), error_output()
+        self._draw = guarded(self.output)(self._draw_round_trips)
+        self.controls.iterations.observe(lambda _: self.refresh(), names="value")
+        source.on_change(lambda _: self.refresh())
+        self.refresh()
+        self.widget = W.VBox([source.widget, figure_panel(W.VBox([self.note, self.picture]),
+                                                          [self.controls.iterations], self.output,
+                                                          save_button(lambda: self.grid, "unclip_your_images",
+                                                                      self.output))])
+
+    def figures(self) -> dict:
+        return {"unclip_your_images": self.grid} if self.grid is not None else {}
+
+    def refresh(self) -> None:
+        """Invert the source's first n images both ways, decode them and redraw."""
+        self._draw()
+
+    def summary(self) -> str:
+        """Mean round-trip PSNR of each method, or the reason there is none."""
+        if self.decoder is None:
+            return self.reason
+        if not self.numbers:
+            return "no round trip yet: see the error under the panel"
+        calls = self.steps * (1 + self.controls.iterations.value)
+        return (f"{self.numbers['n']} images ({self.source.kind}): round trip PSNR, plain DDIM "
+                f"{self.numbers['ddim']:.0f} dB ({self.steps} model calls), exact {self.numbers['fixed_point']:.0f} dB "
+                f"({calls} calls)")
+
+    def out_of_world(self) -> bool:
+        """Whether the decoder is the offline one (trained on the world) and the images are not the world's."""
+        from clipspace.unclip.decoder import DEFAULT_CLIP
+
+        return self.source.kind != "world" and getattr(self.decoder, "clip_name", "") == DEFAULT_CLIP
+
+    def _draw_round_trips(self):
+        if not self.source.images:  # nothing read yet (an empty upload): keep what is on screen
+            return print(NO_IMAGES)
+        size, its = self.decoder.image_size, self.controls.iterations.value
+        images = [square(im, size) for im in self.source.images[:self.n]]  # as the decoder sees them
+        rows, titles = [], []
+        for method, kw, label in (("ddim", {}, "DDIM"), ("fixed_point", {"iterations": its}, "exact")):
+            lat = invert(self.decoder, self.clip, images, steps=self.steps, method=method, **kw)
+            back = decode(self.decoder, lat.z, lat.x_T, steps=self.steps)
+            self.psnrs[method] = [float(v) for v in np.atleast_1d(psnr(back, images))]
+            rows += back
+            titles += [f"{label}: {v:.1f} dB" for v in self.psnrs[method]]
+        self.latents = lat
+        self.numbers = {"n": len(images), **{m: float(np.mean(v)) for m, v in self.psnrs.items()}}
+        self.grid = image_grid(images + rows, ncols=len(images), scale=4, font_size=10,
+                               titles=list(self.source.names[:self.n]) + titles)
+        self.picture.value = png_bytes(self.grid)
+        self.note.value = (f"<i>{OUT_OF_DECODER}</i><br>" if self.out_of_world() else "") + self.summary()
