@@ -1,7 +1,9 @@
-"""`python -m clipspace.train clip ...` trains the tiny CLIP; `... decoder ...` the unCLIP decoder; `... prior ...` its prior."""
+"""`python -m clipspace.train clip ...` trains the tiny CLIP; `... decoder ...` an unCLIP decoder (the
+world's, or of your images with `--images`); `... prior ...` its prior (`--pairs` for yours);
+`... embed ...` embeds an image or pair source once, into a parquet the other two read."""
 import sys
 
-TRAINERS = ("clip", "decoder", "prior")
+TRAINERS = ("clip", "decoder", "prior", "embed")
 
 
 def main(argv=None) -> None:
@@ -12,8 +14,10 @@ def main(argv=None) -> None:
         from clipspace.train.clip import main as run
     elif argv[0] == "decoder":
         from clipspace.train.decoder import main as run
-    else:
+    elif argv[0] == "prior":
         from clipspace.train.prior import main as run
+    else:
+        from clipspace.train.data import main as run
     run(argv[1:])
 
 

@@ -1,4 +1,5 @@
-"""Train the offline unCLIP decoder on the shapes world, conditioned on a frozen CLIP's image embeddings.
+"""Train an unCLIP decoder conditioned on a frozen CLIP's image embeddings: the offline one on the
+shapes world (the default), or one for any CLIP on your own images (`--images`, below).
 
 Each step renders a fresh batch of `world.random_scene`s twice: at the decoder's size (the target)
 and at the CLIP's size (its input; equal to its preprocess for images already at that size). z_i
@@ -16,6 +17,15 @@ weighting"). Against the plain v-prediction loss it weights the lowest and highe
 so the middle ones, where an object's outline is decided, get a larger share of the gradient.
 `--single-share P` draws a share P of the scenes as plain single objects (the scenes the card is
 measured on) and the rest from the CLIP's training mixture.
+
+`--images SOURCE` (a folder, a file list or a parquet of paths, and of embeddings if already
+computed: `clipspace.train.data`) trains on those images instead. Their CLIP embeddings are computed
+once (batched, cached on disk) or read from the parquet (the CLIP is then not loaded at all); the
+images are held at the decoder's size with a crop margin and augmented by random crops and mirroring
+(`--augment`); `--held-out` of them are set aside for the curve; bad files are skipped, logged and
+listed in data.json. `--size 64` picks the shipped 64 px config (`decoder-64`); the decoder's
+clip_embed_dim and clip_model come from the CLIP used, whatever the config says. The run directory
+also gets a MODEL_CARD.md (`clipspace.train.cards`). docs/training-any-clip.md walks through it.
 
 Shortcuts, frankly: data is rendered in the main process (~0.4 ms a scene for both sizes); the
 forward and backward run under bfloat16 autocast on the CPU (measured ~1.7x faster for this UNet,
@@ -108,13 +118,21 @@ def weight_average(unet: torch.nn.Module, decay: float, step: int = 0) -> EMAMod
 
 
 class HeldOut:
-    """A fixed held-out batch with fixed noise and timesteps: a loss curve without sampling noise."""
+    """A fixed held-out batch with fixed noise and timesteps: a loss curve without sampling noise.
+    World scenes by default; `data` (an ImageSet) instead: its images' centre windows."""
 
-    def __init__(self, clip, image_size: int, sched: DDPMScheduler, n: int = 64, seed: int = 1):
-        scenes = world.mixed_scenes(n)
-        self.scenes = scenes
-        self.x0 = scenes_to_pixels(scenes, image_size)
-        self.z = clip_embeddings(clip, scenes)
+    def __init__(self, clip, image_size: int, sched: DDPMScheduler, n: int = 64, seed: int = 1, data=None):
+        if data is None:
+            scenes = world.mixed_scenes(n)
+            self.x0 = scenes_to_pixels(scenes, image_size)
+            self.z = clip_embeddings(clip, scenes)
+            self.targets = [s.render(image_size) for s in scenes]
+        else:
+            from clipspace.unclip.latents import pixels_to_images
+
+            self.x0, self.z = data.centre()[:n], data.z[:n].clone()
+            self.targets = pixels_to_images(self.x0)
+        n = len(self.x0)
         g = torch.Generator().manual_seed(seed)
         self.noise = torch.randn(self.x0.shape, generator=g)
         self.t = torch.randint(0, sched.config.num_train_timesteps, (n,), generator=g)
@@ -132,12 +150,13 @@ class HeldOut:
 
         from clipspace.unclip.latents import decode, random_noise
 
+        n = min(n, len(self.z))
         x_T = random_noise(decoder, n, seed=0)
         images = decode(decoder, self.z[:n], x_T, steps=steps, guidance=guidance)
         s = decoder.image_size
         grid = Image.new("RGB", (n * s, 2 * s))
         for i in range(n):
-            grid.paste(self.scenes[i].render(s), (i * s, 0))
+            grid.paste(self.targets[i], (i * s, 0))
             grid.paste(images[i], (i * s, s))
         grid.resize((n * s * 2, 4 * s), Image.Resampling.NEAREST).save(path)
 
@@ -181,17 +200,53 @@ def _continue_from(init: Path, out: Path | None) -> tuple[int, float, list[dict]
     return steps, float(history[-1]["seconds"]) if history else 0.0, history
 
 
+RUN_KEYS = ("trained_steps", "clip_weights_id", "min_snr_gamma", "single_share", "continued_from", "clip_pretrained",
+            "train_source", "train_images", "augment")  # set anew by every run, not inherited from --init
+
+
+def config_for_size(size: int | None, config: str | dict | None = None) -> str | dict:
+    """The decoder config for a run: `config` if given (its image_size set to `size` if both are), else
+    the shipped `decoder-{size}` (`decoder-tiny` is the 32 px one), else the default."""
+    from clipspace.unclip.decoder import get_decoder_config
+
+    if config is not None:
+        if size is None:
+            return config
+        cfg = get_decoder_config(config)
+        cfg["image_size"] = int(size)
+        return cfg
+    if size is None:
+        return DEFAULT_DECODER
+    name = DEFAULT_DECODER if int(size) == 32 else f"decoder-{int(size)}"
+    get_decoder_config(name)  # FileNotFoundError naming the shipped configs
+    return name
+
+
 def train(clip, config: str | dict = DEFAULT_DECODER, steps: int = 12000, batch_size: int = 64, lr: float = 5e-4,
           warmup: int = 500, seed: int = 0, out: Path | None = None, checkpoint_every: int = 0,
           bf16: bool = True, device: str = "cpu", ema_decay: float = 0.999, clip_name: str | None = None,
           progress: bool = True, grad_clip: float = 1.0, pool: int = 0,
           init: Path | None = None, min_snr: float = 0.0,
-          single_share: float = 0.0) -> tuple[PixelDecoder, list[dict]]:
+          single_share: float = 0.0, images=None, held_out_images=None) -> tuple[PixelDecoder, list[dict]]:
     """Train a decoder from `config` (or continue the run in `init`) on `clip`'s embeddings;
-    returns (decoder with EMA weights, history). `steps` counts this call's steps."""
+    returns (decoder with EMA weights, history). `steps` counts this call's steps.
+
+    `images` (a `clipspace.train.data.ImageSet`) trains on those images instead of the world; its
+    embeddings are already computed, so `clip` may then be None (the set's `.clip` names the CLIP).
+    `held_out_images` (an ImageSet) is the curve's held-out batch (default: the world's scenes, or,
+    for `images`, its first 64 images)."""
     torch.manual_seed(seed)
     dev = torch.device(device)
     start, seconds0, history = 0, 0.0, []
+    if clip is None and images is None:
+        raise ValueError("train(clip=None) needs `images` with precomputed embeddings")
+    if images is not None:  # the CLIP of the embeddings the set holds
+        info = dict(images.clip)
+    else:
+        from clipspace.train.data import clip_info
+
+        info = clip_info(clip)
+    embed_dim = int(images.z.shape[1] if images is not None else clip.embed_dim)
     if init is not None:
         from clipspace.unclip.decoder import load_decoder
 
@@ -199,28 +254,44 @@ def train(clip, config: str | dict = DEFAULT_DECODER, steps: int = 12000, batch_
             out.mkdir(parents=True, exist_ok=True)
         start, seconds0, history = _continue_from(Path(init), out)
         decoder = load_decoder(init)
-        run_keys = ("trained_steps", "clip_weights_id", "min_snr_gamma", "single_share")  # set anew by this run
-        decoder.config = {k: v for k, v in decoder.config.items() if k not in run_keys}
+        decoder.config = {k: v for k, v in decoder.config.items() if k not in RUN_KEYS}
+        if embed_dim != decoder.embed_dim:
+            raise ValueError(f"--init {init} is a decoder of {decoder.embed_dim}-d CLIP embeddings, CLIP "
+                             f"{info['clip_model']!r} gives {embed_dim}-d; continue it with the CLIP it was trained on")
     else:
-        decoder = build_decoder(config)
+        from clipspace.unclip.decoder import get_decoder_config
+
+        cfg = get_decoder_config(config)
+        if images is not None and int(cfg["image_size"]) != images.size:
+            raise ValueError(f"decoder config {config if isinstance(config, str) else 'given'} is "
+                             f"{cfg['image_size']} px, the images were prepared at {images.size} px")
+        cfg["clip_embed_dim"] = embed_dim  # from the CLIP actually used, not the config's
+        decoder = build_decoder(cfg)
     # The name load_decoder checks: given, else the CLIP's (a checkpoint directory keeps the config's).
-    decoder.config["clip_model"] = clip_name or (decoder.config["clip_model"] if Path(str(clip.name)).exists()
-                                                 else str(clip.name))
-    if int(clip.embed_dim) != decoder.embed_dim:
-        raise ValueError(f"decoder config {config!r} expects {decoder.embed_dim}-d CLIP embeddings, "
-                         f"CLIP {clip.name!r} gives {clip.embed_dim}-d; set clip_embed_dim in the config")
-    decoder.config["clip_weights_id"] = getattr(clip, "weights_id", "")
+    name = str(info["clip_model"])
+    decoder.config["clip_model"] = clip_name or (decoder.config["clip_model"] if Path(name).exists() else name)
+    decoder.config["clip_weights_id"] = info.get("clip_weights_id") or ""
+    if info.get("clip_pretrained") and not Path(str(info["clip_pretrained"])).is_dir():  # a tag or a file, not load_dir's
+        decoder.config["clip_pretrained"] = str(info["clip_pretrained"])
+    run_record = {}
+    if images is not None:
+        run_record = {"train_source": str(getattr(images, "source", "")), "train_images": len(images),
+                      "augment": images.augment}
     unet = decoder.unet.to(dev).train()
     ema = copy.deepcopy(unet).eval().requires_grad_(False)  # the average as a module: held-out loss, snapshots
     average = weight_average(unet, ema_decay, start)  # starts from the weights: a continued run's are its average
     sched = DDPMScheduler.from_config(decoder.config["scheduler"])
     p_drop = float(decoder.config.get("embedding_dropout", 0.1))
     size = decoder.image_size
+    if images is not None and images.size != size:
+        raise ValueError(f"the decoder is {size} px, the images were prepared at {images.size} px: pass --size {size}")
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=0.0)
     rng = np.random.default_rng(seed + start)  # a continued run draws other scenes than its first part
-    held_out = HeldOut(clip, size, sched) if out is not None else None
+    held_out = None
+    if out is not None:
+        held_out = HeldOut(clip, size, sched, data=held_out_images if held_out_images is not None else images)
     scene_pool = None
-    if pool:
+    if pool and images is None:
         t_pool = time.perf_counter()
         scene_pool = ScenePool(clip, pool, size, rng, single_share=single_share)
         log.info("pool of %d scenes rendered and embedded in %.1f s", pool, time.perf_counter() - t_pool)
@@ -229,7 +300,10 @@ def train(clip, config: str | dict = DEFAULT_DECODER, steps: int = 12000, batch_
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, lr, warmup)
-        if scene_pool is not None:
+        if images is not None:
+            x0, z = images.batch(rng, batch_size)
+            x0, z = x0.to(dev), z.to(dev)
+        elif scene_pool is not None:
             x0, z = scene_pool.batch(rng, batch_size)
             x0, z = x0.to(dev), z.to(dev)
         else:
@@ -263,7 +337,7 @@ def train(clip, config: str | dict = DEFAULT_DECODER, steps: int = 12000, batch_
             snapshot = PixelDecoder(ema, decoder.config)
             extra = {"trained_steps": gstep, **({"continued_from": str(init)} if init else {}),
                      **({"min_snr_gamma": min_snr} if min_snr else {}),
-                     **({"single_share": single_share} if single_share else {})}
+                     **({"single_share": single_share} if single_share else {}), **run_record}
             save_decoder(snapshot, ckpt, extra=extra)
             held_out.preview(snapshot, ckpt / "preview.png")
             (out / "history.jsonl").write_text("\n".join(json.dumps(h) for h in history) + "\n")
@@ -286,15 +360,61 @@ def export_fp16(src: Path, dest: Path) -> Path:
     return dest
 
 
+def _size_of_run(a) -> int:
+    from clipspace.unclip.decoder import get_decoder_config
+
+    if a.init is not None:
+        return int(json.loads((Path(a.init) / "decoder_config.json").read_text())["image_size"])
+    return int(get_decoder_config(config_for_size(a.size, a.config))["image_size"])
+
+
+def prepare_images(a, clip, size: int):
+    """(train set, held-out set, data record) for --images: read, embed once, split, described for the card."""
+    from clipspace.train.data import AUGMENT_NOTES, ImageSet, held_out_count
+
+    full = ImageSet.from_source(a.images, size, clip, a.augment, a.clip_name)
+    if a.val_images:
+        train_set = full
+        held = ImageSet.from_source(a.val_images, size, clip, "none", a.clip_name)
+        note = f"the folder {a.val_images}"
+    else:
+        n = held_out_count(len(full), a.held_out)
+        train_set, held = full.split(n, seed=a.seed) if n else (full, None)
+        note = (f"{n} images set aside at random (seed {a.seed}), never trained on" if n else
+                f"none set aside: the curve's held-out loss is on the first {min(64, len(full))} training images")
+    record = {"source": str(a.images), "kept": len(train_set), "held_out": len(held) if held is not None else 0,
+              "held_out_note": note, "held_out_sources": held.sources if held is not None else [],
+              "skipped": [[str(s), r] for s, r in full.failures], "augment": a.augment,
+              "augment_note": AUGMENT_NOTES[a.augment],
+              "embeddings": ("precomputed in the parquet (the CLIP was not run)" if clip is None else
+                             f"computed once with {clip.name} by encode_images (batched, cached on disk by file content)"),
+              "size": size}
+    return train_set, held, record
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m clipspace.train decoder", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--clip", default="default",
-                   help="CLIP to condition on: 'default' (the offline tiny CLIP), a load_clip name, or a model directory")
-    p.add_argument("--clip-pretrained", default=None, help="open_clip pretrained tag or checkpoint, if --clip is a name")
+    p.add_argument("--clip", default=None,
+                   help="CLIP to condition on: 'default' (the offline tiny CLIP), a load_clip name (an open_clip "
+                        "architecture, hf-hub:...), or a model directory (default: 'default', or the CLIP a "
+                        "parquet of embeddings names)")
+    p.add_argument("--pretrained", "--clip-pretrained", dest="clip_pretrained", default=None,
+                   help="open_clip pretrained tag or checkpoint file, if --clip is an architecture")
     p.add_argument("--clip-name", default=None,
-                   help="CLIP name recorded in the decoder config, checked by load_decoder (default: the config's)")
-    p.add_argument("--config", default=DEFAULT_DECODER, help="decoder config name or JSON path (default: %(default)s)")
+                   help="CLIP name recorded in the decoder config, checked by load_decoder (default: the CLIP's)")
+    p.add_argument("--images", default=None,
+                   help="train on these images instead of the shapes world: a folder, a text file of paths, or a "
+                        "parquet with a 'path' column (and 'embedding', precomputed: the CLIP is then not run)")
+    p.add_argument("--val-images", default=None, help="held-out images for the curve (default: set aside from --images)")
+    p.add_argument("--held-out", type=int, default=64,
+                   help="images of --images set aside for the curve (at most a tenth; 0: none) (default %(default)s)")
+    p.add_argument("--augment", default="crop+flip", choices=("none", "crop", "crop+flip"),
+                   help="fixed augmentation of --images (default %(default)s; 'crop' for images with writing)")
+    p.add_argument("--size", type=int, default=None,
+                   help="decoder image size: picks the shipped config decoder-SIZE (32: decoder-tiny), or sets "
+                        "--config's image_size")
+    p.add_argument("--config", default=None, help=f"decoder config name or JSON path (default: {DEFAULT_DECODER})")
     p.add_argument("--steps", type=int, default=12000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=5e-4)
@@ -317,16 +437,39 @@ def main(argv=None) -> None:
     p.add_argument("--single-share", type=float, default=0.0,
                    help="share of training scenes drawn as plain single objects (0: the CLIP's mixture only)")
     a = p.parse_args(argv)
+    config = config_for_size(a.size, a.config)  # an unknown --size fails before the run directory exists
     start_run(a)
     from clipspace.factory import load_clip
+    from clipspace.train.data import read_image_source
 
-    clip = load_clip(None if a.clip == "default" else a.clip, pretrained=a.clip_pretrained)
-    clip.model.eval()
-    log.info("training decoder %s on %s (%d-d) for %d steps of %d on %s", a.config, clip.name, clip.embed_dim,
-             a.steps, a.batch_size, a.device)
-    train(clip, a.config, a.steps, a.batch_size, a.lr, a.warmup, a.seed, a.out, a.checkpoint_every,
+    table = read_image_source(a.images) if a.images is not None else None
+    precomputed = table is not None and table.embeddings is not None
+    clip = None
+    if precomputed:
+        from clipspace.train.data import check_named_clip
+
+        check_named_clip(table, a.clip, a.images)
+    else:
+        name = a.clip or "default"
+        clip = load_clip(None if name == "default" else name, pretrained=a.clip_pretrained, device=a.device)
+        clip.model.eval()
+    record = None
+    images = held = None
+    if a.images is not None:
+        images, held, record = prepare_images(a, clip, _size_of_run(a))
+    desc = clip if clip is not None else images.clip
+    cname = clip.name if clip is not None else desc["clip_model"]
+    cdim = clip.embed_dim if clip is not None else desc["clip_embed_dim"]
+    log.info("training decoder %s on %s (%d-d) for %d steps of %d on %s, data: %s", a.init or config, cname, cdim,
+             a.steps, a.batch_size, a.device, a.images or "the shapes world")
+    train(clip, config, a.steps, a.batch_size, a.lr, a.warmup, a.seed, a.out, a.checkpoint_every,
           not a.no_bf16, a.device, a.ema_decay, a.clip_name, pool=a.pool, init=a.init,
-          min_snr=a.min_snr, single_share=a.single_share)
+          min_snr=a.min_snr, single_share=a.single_share, images=images, held_out_images=held)
+    if record is not None:
+        from clipspace.train.cards import write_card
+
+        (a.out / "data.json").write_text(json.dumps(record, indent=1) + "\n")
+        log.info("card: %s", write_card(a.out, "decoder", record))
     if a.export_fp16:
         export_fp16(a.out, a.export_fp16)
         log.info("fp16 copy in %s", a.export_fp16)

@@ -1,8 +1,16 @@
-"""Measure an unCLIP decoder on held-out world scenes and write the offline decoder's model card.
+"""Measure an unCLIP decoder on held-out world scenes and write the offline decoder's model card;
+or measure any decoder on a held-out folder of your images (`--images`).
 
     python -m clipspace.train.measure_decoder                                   # the shipped decoder
     python -m clipspace.train.measure_decoder --weights runs/decoder --curve runs/decoder/checkpoints \
         --ship clipspace/weights/decoder-tiny
+    python -m clipspace.train.measure_decoder --weights runs/my-decoder --clip ViT-B-32 --pretrained openai \
+        --images held_out/                                                      # a decoder of your own CLIP
+
+On a folder of your images there are no factors to judge (no known colour, shape or count), so
+`measure_folder` reports what needs none: the round trip's PSNR (plain DDIM and exact, fixed-point
+inversion) against decoding another image's z_i, and CLIP cosines to each image's own z_i of its
+reconstruction and of samples from fresh noise (each against another image's z_i, the baseline).
 
 Every judgement of a decoded image is made by the CLIP the decoder is conditioned on (zero-shot,
 world templates), so "keeps its colour" means "the default CLIP still reads the same colour". The
@@ -123,6 +131,66 @@ def timings(decoder: PixelDecoder, clip: ClipModel, image, repeats: int = 3) -> 
 
 def _zx(lat):
     return lat.z, lat.x_T
+
+
+def _cosine(clip, images, z: torch.Tensor) -> np.ndarray:
+    """Per image: cosine of its CLIP image embedding to the row of z (unit-norm)."""
+    e = np.asarray(clip.encode_images(images, strict=True, cache=False, progress=False))
+    return (e * z.numpy()).sum(1)
+
+
+def measure_folder(decoder: PixelDecoder, clip: ClipModel, images, steps: int = 50, n_variations: int = 2,
+                   iterations: int = 5, seed: int = 0, max_images: int = 64) -> dict:
+    """The numbers that need no factor judges, on a held-out image source (folder, file list or parquet).
+
+    z_i is each file's own embedding (`encode_images`, as the trainer computed it); the pixels are its
+    centre square at the decoder's size. Cosines are of CLIP embeddings of decoded images to z_i;
+    `source_cosine` is the same for the source squares themselves: the ceiling that resizing to the
+    decoder's size leaves. Each `*_wrong_z` pairs an image with its neighbour's z_i: the baseline."""
+    from clipspace.train.data import embed_paths, load_pixels, log_failures, read_image_source
+    from clipspace.unclip.latents import ddim_invert, ddim_sample, pixels_to_images
+
+    table = read_image_source(images)
+    paths = table.paths[:max_images]
+    z, kept, bad = embed_paths(clip, paths)
+    pixels, kept2, bad2 = load_pixels([paths[i] for i in kept], decoder.image_size)
+    failures = list(table.failures) + bad + bad2
+    log_failures(failures)
+    if len(kept2) < 2:
+        raise ValueError(f"{images}: measuring needs 2 or more readable images, found {len(kept2)}")
+    z = torch.nn.functional.normalize(torch.from_numpy(z[kept2]).float(), dim=-1)
+    x0 = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    sources = pixels_to_images(x0)
+    wrong = z.roll(1, dims=0)
+    guidance = float(decoder.config.get("guidance", 1.0))
+    r: dict = {"source": str(images), "images": len(kept2), "skipped": len(failures),
+               "judges": "No factor judges: a folder of your images has no known colour, shape or count, so only "
+                         "PSNR and CLIP cosines are reported.",
+               "steps": steps, "sample_guidance": guidance}
+    x = decoder.encode_pixels(x0.to(decoder.device, decoder.dtype))  # pixel decoders: the pixels themselves
+
+    def sample(zz, xx, **kw) -> torch.Tensor:
+        return decoder.decode_pixels(ddim_sample(decoder, zz, xx, steps=steps, **kw)).float().cpu()
+
+    x_T = ddim_invert(decoder, x, z, steps)
+    recon = sample(z, x_T)
+    r["round_trip_psnr"] = float(np.mean(psnr(recon, x0)))
+    r["round_trip_psnr_wrong_z"] = float(np.mean(psnr(sample(wrong, x_T), x0)))
+    x_T_exact = ddim_invert(decoder, x, z, steps, method="fixed_point", iterations=iterations)
+    r[f"round_trip_psnr_fixed_point_{iterations}"] = float(np.mean(psnr(sample(z, x_T_exact), x0)))
+    r["source_cosine"] = float(np.mean(_cosine(clip, sources, z)))
+    r["round_trip_cosine"] = float(np.mean(_cosine(clip, pixels_to_images(recon), z)))
+    samples = pixels_to_images(sample(z, random_noise(decoder, len(z), seed=seed + 1), guidance=guidance))
+    r["sample_cosine"] = float(np.mean(_cosine(clip, samples, z)))
+    r["sample_cosine_wrong_z"] = float(np.mean(_cosine(clip, samples, wrong)))
+    if n_variations:
+        cos = []
+        for i in range(len(z)):
+            vs = variations(decoder, z[i:i + 1], x_T[i:i + 1], n=n_variations, eta=1.0, steps=steps,
+                            guidance=guidance, seed=seed + i)
+            cos.append(np.mean(_cosine(clip, vs, z[i:i + 1].expand(n_variations, -1))))
+        r["variation_cosine"] = float(np.mean(cos))
+    return r
 
 
 CURVE_KEYS = ("round_trip_psnr", "round_trip_psnr_wrong_z", "sample_colour", "sample_shape", "sample_cosine",
@@ -285,7 +353,13 @@ def main(argv=None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=Path, help="decoder directory; default: the shipped decoder")
     p.add_argument("--clip", default=None, help="CLIP directory or name (default: the offline default)")
-    p.add_argument("-n", type=int, default=64, help="held-out scenes (default %(default)s)")
+    p.add_argument("--pretrained", "--clip-pretrained", dest="clip_pretrained", default=None,
+                   help="open_clip pretrained tag or checkpoint file, if --clip is an architecture")
+    p.add_argument("--images", default=None,
+                   help="measure on this held-out folder (file list, parquet) of your images instead of world scenes "
+                        "(no factor judges); the numbers also go into --weights' MODEL_CARD.md when it has data.json")
+    p.add_argument("--iterations", type=int, default=5, help="fixed-point iterations for --images (default %(default)s)")
+    p.add_argument("-n", type=int, default=64, help="held-out scenes (with --images: at most this many) (default %(default)s)")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps (default %(default)s)")
     p.add_argument("--curve", action="store_true", help="also measure every checkpoint in --weights/checkpoints")
     p.add_argument("--curve-n", type=int, default=24, help="scenes per checkpoint for --curve (default %(default)s)")
@@ -297,7 +371,9 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    clip = load_clip(a.clip) if a.clip else load_clip()
+    clip = load_clip(None if a.clip in (None, "default") else a.clip, pretrained=a.clip_pretrained)
+    if a.images:
+        return _main_folder(a, clip, t0)
     if a.ship:
         from clipspace.train.decoder import export_fp16
 
@@ -324,6 +400,31 @@ def main(argv=None) -> None:
                    a.notes.read_text() if a.notes else "")
     print("\n" + markdown_table([{"measure": k, "value": v, "target": TARGETS.get(k, "report")}
                          for k, v in result["final"].items()]))
+
+
+def _main_folder(a, clip: ClipModel, t0: float) -> None:
+    """measure_decoder --images: any decoder, a held-out folder, the numbers that need no judges."""
+    from clipspace.train.cards import write_card
+    from clipspace.train.decoder import export_fp16
+
+    if a.weights is None:
+        raise SystemExit("--images needs --weights (the decoder directory to measure)")
+    decoder = load_decoder(a.weights, clip=clip)
+    final = measure_folder(decoder, clip, a.images, a.steps, iterations=a.iterations, max_images=a.n)
+    final["measure_seconds"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps(final, indent=2))
+    if a.json:
+        a.json.write_text(json.dumps(final, indent=2) + "\n")
+    data_file = a.weights / "data.json"
+    data = json.loads(data_file.read_text()) if data_file.is_file() else {}
+    if a.ship:
+        export_fp16(a.weights, a.ship)
+        (a.ship / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
+        write_card(a.weights, "decoder", data, final, path=a.ship / "MODEL_CARD.md")
+    elif data:
+        (a.weights / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
+        write_card(a.weights, "decoder", data, final)
+    print("\n" + markdown_table([{"measure": k, "value": v} for k, v in final.items() if k != "judges"]))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,14 @@ from the pixels, so that where the CLIP judge and the pixels disagree is counted
 
 Held-out scenes are `world.single_objects` and `world.colour_swap_pairs` (probe seeds, disjoint from
 the training stream's scenes; the captions, from a small vocabulary, mostly occur in training too).
+
+A prior of your own CLIP and pairs (`--pairs HELD_OUT`, `measure_pairs`) has no factor judges: it
+gets the cosines of the prior's samples to the true z_i against the z_t route and the training
+mean, the modality gap, and, with `--decoder` (one trained on the same CLIP), the CLIP cosine of
+decoded samples to z_i and to their caption.
+
+    python -m clipspace.train.measure_prior --weights runs/my-prior --clip ViT-B-32 --pretrained openai \
+        --pairs held_out.csv [--decoder runs/my-decoder]
 """
 from __future__ import annotations
 
@@ -297,6 +305,36 @@ def measure(prior, decoder, clip, n_single: int = 48, n_pair: int = 24, steps: i
     return out
 
 
+def measure_pairs(prior, clip, pairs, decoder=None, steps: int = 25, seed: int = 0, max_pairs: int = 256) -> dict:
+    """The numbers that need no factor judges, on held-out (image, caption) pairs (any pair source).
+    `*_wrong` pair each sample with another pair's z_i: the baseline a caption-blind prior would reach."""
+    from clipspace.train.data import PairSet
+    from clipspace.unclip.generate import decode_embeddings
+
+    data = PairSet.from_source(pairs, clip)
+    z_t, z_i = data.z_t[:max_pairs], data.z_i[:max_pairs]
+    if len(z_i) < 2:
+        raise ValueError(f"{pairs}: measuring needs 2 or more readable pairs, found {len(z_i)}")
+    z = prior.sample(z_t, n=1, seed=seed)
+    mean = torch.nn.functional.normalize(prior.transformer.clip_mean.detach().float().reshape(1, -1), dim=-1)
+    wrong = z_i.roll(1, dims=0)
+    r = {"source": str(pairs), "pairs": len(z_i), "skipped": len(data.failures),
+         "judges": "No factor judges: your pairs have no known factors, so only CLIP cosines are reported.",
+         "prior_guidance": prior.guidance,
+         "prior_cosine": float((z * z_i).sum(1).mean()), "prior_cosine_wrong": float((z * wrong).sum(1).mean()),
+         "z_t_cosine": float((z_t * z_i).sum(1).mean()),
+         "train_mean_cosine": float((mean * z_i).sum(1).mean()),  # one z for every caption: the mean predictor
+         "prior_mean_gap": float((z.mean(0) - z_i.mean(0)).norm()),
+         "z_t_mean_gap": float((z_t.mean(0) - z_i.mean(0)).norm())}
+    if decoder is not None:
+        ims = decode_embeddings(decoder, z, seed=seed, steps=steps)
+        e = torch.from_numpy(np.asarray(clip.encode_images(ims, cache=False, progress=False)))
+        r["decoded_cosine_to_z_i"] = float((e * z_i).sum(1).mean())
+        r["decoded_cosine_to_caption"] = float((e * z_t).sum(1).mean())
+        r["decoded_cosine_to_wrong_caption"] = float((e * z_t.roll(1, dims=0)).sum(1).mean())
+    return r
+
+
 # ---------------------------------------------------------------------------------------------
 # The card
 # ---------------------------------------------------------------------------------------------
@@ -455,6 +493,11 @@ def main(argv=None) -> None:
     p.add_argument("--weights", type=Path, help="prior directory; default: the shipped prior")
     p.add_argument("--decoder", type=Path, help="decoder directory; default: the shipped decoder")
     p.add_argument("--clip", default=None, help="CLIP directory or name (default: the offline default)")
+    p.add_argument("--pretrained", "--clip-pretrained", dest="clip_pretrained", default=None,
+                   help="open_clip pretrained tag or checkpoint file, if --clip is an architecture")
+    p.add_argument("--pairs", default=None,
+                   help="measure on these held-out pairs of your own (folder with .txt captions, CSV/TSV, parquet) "
+                        "instead of world captions (no factor judges; --decoder optional)")
     p.add_argument("--n-single", type=int, default=48, help="held-out single-object captions (default %(default)s)")
     p.add_argument("--n-pair", type=int, default=24, help="held-out two-object captions (default %(default)s)")
     p.add_argument("--steps", type=int, default=25, help="decoder DDIM steps (default %(default)s)")
@@ -474,7 +517,9 @@ def main(argv=None) -> None:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    clip = load_clip(a.clip) if a.clip else load_clip()
+    clip = load_clip(None if a.clip in (None, "default") else a.clip, pretrained=a.clip_pretrained)
+    if a.pairs:
+        return _main_pairs(a, clip, t0)
     if a.ship:
         from clipspace.train.prior import export_fp16
 
@@ -495,6 +540,31 @@ def main(argv=None) -> None:
         write_card(a.ship, result, a.train_dir or a.weights, result["measure_seconds"] / 60,
                    a.notes.read_text() if a.notes else "")
     print("\n".join(verdicts(result)))
+
+
+def _main_pairs(a, clip, t0: float) -> None:
+    """measure_prior --pairs: any prior, held-out pairs, the numbers that need no judges."""
+    from clipspace.train.cards import write_card
+
+    if a.weights is None:
+        raise SystemExit("--pairs needs --weights (the prior directory to measure)")
+    prior = load_prior(a.weights, clip=clip)
+    decoder = load_decoder(a.decoder, clip=clip) if a.decoder else None
+    r = measure_pairs(prior, clip, a.pairs, decoder, a.steps)
+    r["measure_seconds"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps(r, indent=2))
+    if a.json:
+        a.json.write_text(json.dumps(r, indent=2) + "\n")
+    data_file = a.weights / "data.json"
+    dest = a.weights
+    if a.ship:
+        from clipspace.train.prior import export_fp16
+
+        dest = export_fp16(a.weights, a.ship)
+    if data_file.is_file() or a.ship:
+        (dest / "metrics.json").write_text(json.dumps(r, indent=2) + "\n")
+        data = json.loads(data_file.read_text()) if data_file.is_file() else {}
+        write_card(a.weights, "prior", data, r, path=dest / "MODEL_CARD.md")
 
 
 if __name__ == "__main__":

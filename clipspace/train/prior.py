@@ -1,4 +1,11 @@
-"""Train the offline unCLIP prior: world captions' CLIP text embeddings z_t to their scenes' image embeddings z_i.
+"""Train an unCLIP prior: world captions' CLIP text embeddings z_t to their scenes' image embeddings z_i
+(the offline prior), or, with `--pairs SOURCE`, your own (image, caption) pairs for any CLIP.
+
+`--pairs`: a folder with sidecar .txt captions, a CSV/TSV (path, caption) or a parquet (and
+image_embedding, text_embedding, already computed: the CLIP is then not loaded); embedded once,
+`--held-out` pairs set aside for the curve, bad images skipped and listed in data.json, a
+MODEL_CARD.md written; the default config is then `prior-base` (512 wide), and clip_embed_dim comes
+from the CLIP used.
 
 Data: (scene, caption) pairs from the world's training stream (`world.training_pairs`, the CLIP's
 own mixture with its minimal-pair negatives and caption templates), embedded once by the frozen CLIP
@@ -39,6 +46,7 @@ from clipspace.unclip.latents import embed_texts
 from clipspace.unclip.prior import CONFIG_FILE, DEFAULT_PRIOR, DiffusionPrior, build_prior, load_prior, save_prior
 
 log = logging.getLogger("clipspace.train.prior")
+PAIRS_PRIOR = "prior-base"  # the default for --pairs: a real CLIP's embeddings need more width than the world's
 
 
 class PairPool:
@@ -64,12 +72,17 @@ class PairPool:
 
 
 class HeldOut:
-    """Held-out captions with their scenes' z_i, fixed noise and timesteps: a curve without sampling noise."""
+    """Held-out captions with their scenes' z_i, fixed noise and timesteps: a curve without sampling noise.
+    World scenes by default; `data` (a PairSet) instead: its pairs."""
 
-    def __init__(self, clip, n: int = 256, seed: int = 1):
-        scenes = world.mixed_scenes(n)
-        self.captions = [s.caption(0) for s in scenes]
-        self.z_t, self.z_i = embed_texts(clip, self.captions), clip_embeddings(clip, scenes)
+    def __init__(self, clip, n: int = 256, seed: int = 1, data=None):
+        if data is None:
+            scenes = world.mixed_scenes(n)
+            self.captions = [s.caption(0) for s in scenes]
+            self.z_t, self.z_i = embed_texts(clip, self.captions), clip_embeddings(clip, scenes)
+        else:
+            self.captions, self.z_t, self.z_i = data.captions[:n], data.z_t[:n], data.z_i[:n]
+        n = len(self.z_i)
         g = torch.Generator().manual_seed(seed)
         self.noise = torch.randn(self.z_i.shape, generator=g)
         self.t = torch.randint(0, 1000, (n,), generator=g)
@@ -98,32 +111,59 @@ def _continue_from(init: Path) -> tuple[int, float, list[dict]]:
     return steps, float(history[-1]["seconds"]) if history else 0.0, history
 
 
+RUN_KEYS = ("trained_steps", "clip_weights_id", "continued_from", "clip_pretrained", "train_source", "train_pairs")
+
+
 def train(clip, config: str | dict = DEFAULT_PRIOR, steps: int = 5000, batch_size: int = 256, lr: float = 5e-4,
           warmup: int = 200, seed: int = 0, out: Path | None = None, checkpoint_every: int = 0,
           device: str = "cpu", ema_decay: float = 0.999, clip_name: str | None = None, pool: int = 50000,
           init: Path | None = None, weight_decay: float = 0.01, progress: bool = True,
-          held_out: int = 256) -> tuple[DiffusionPrior, list[dict]]:
+          held_out: int = 256, pairs=None, held_out_pairs=None) -> tuple[DiffusionPrior, list[dict]]:
     """Train a prior from `config` (or continue the run in `init`) on `clip`'s embeddings; returns
-    (prior with EMA weights, history). `steps` counts this call's steps."""
+    (prior with EMA weights, history). `steps` counts this call's steps.
+
+    `pairs` (a `clipspace.train.data.PairSet`) trains on those (caption, image) pairs instead of the
+    world's (`clip` may then be None: the set's `.clip` names the CLIP); `held_out_pairs` (a PairSet)
+    is the curve's held-out set (default: the world's captions, or for `pairs`, its first `held_out`)."""
     torch.manual_seed(seed)
     dev = torch.device(device)
     start, seconds0, history = 0, 0.0, []
+    if clip is None and pairs is None:
+        raise ValueError("train(clip=None) needs `pairs` with precomputed embeddings")
+    if pairs is not None:
+        info = dict(pairs.clip)
+    else:
+        from clipspace.train.data import clip_info
+
+        info = clip_info(clip)
+    embed_dim = int(pairs.z_i.shape[1] if pairs is not None else clip.embed_dim)
     if init is not None:
         start, seconds0, history = _continue_from(Path(init))
         prior = load_prior(init)
-        prior.config = {k: v for k, v in prior.config.items() if k not in ("trained_steps", "clip_weights_id",
-                                                                            "continued_from")}
+        prior.config = {k: v for k, v in prior.config.items() if k not in RUN_KEYS}
+        if embed_dim != prior.embed_dim:
+            raise ValueError(f"--init {init} is a prior of {prior.embed_dim}-d CLIP embeddings, CLIP "
+                             f"{info['clip_model']!r} gives {embed_dim}-d; continue it with the CLIP it was trained on")
     else:
-        prior = build_prior(config)
-    prior.config["clip_model"] = clip_name or (prior.config["clip_model"] if Path(str(clip.name)).exists()
-                                               else str(clip.name))
-    if int(clip.embed_dim) != prior.embed_dim:
-        raise ValueError(f"prior config {config!r} expects {prior.embed_dim}-d CLIP embeddings, CLIP {clip.name!r} "
-                         f"gives {clip.embed_dim}-d; set clip_embed_dim in the config")
-    prior.config["clip_weights_id"] = getattr(clip, "weights_id", "")
-    t_pool = time.perf_counter()
-    data = PairPool(clip, pool, seed=seed + start)  # a continued run draws other pairs than its first part
-    log.info("pool of %d (scene, caption) pairs embedded in %.1f s", len(data), time.perf_counter() - t_pool)
+        from clipspace.unclip.prior import get_prior_config
+
+        cfg = get_prior_config(config)
+        cfg["clip_embed_dim"] = embed_dim  # from the CLIP actually used, not the config's
+        prior = build_prior(cfg)
+    name = str(info["clip_model"])
+    prior.config["clip_model"] = clip_name or (prior.config["clip_model"] if Path(name).exists() else name)
+    prior.config["clip_weights_id"] = info.get("clip_weights_id") or ""
+    if info.get("clip_pretrained") and not Path(str(info["clip_pretrained"])).is_dir():  # a tag or a file
+        prior.config["clip_pretrained"] = str(info["clip_pretrained"])
+    run_record = {}
+    if pairs is not None:
+        data = pairs
+        run_record = {"train_source": str(getattr(pairs, "source", "")), "train_pairs": len(pairs)}
+        log.info("%d (caption, image) pairs of %s", len(data), run_record["train_source"] or "the given set")
+    else:
+        t_pool = time.perf_counter()
+        data = PairPool(clip, pool, seed=seed + start)  # a continued run draws other pairs than its first part
+        log.info("pool of %d (scene, caption) pairs embedded in %.1f s", len(data), time.perf_counter() - t_pool)
     net = prior.transformer.to(dev)
     if init is None:  # the data's statistics; a continued run keeps the ones it was trained with
         mean, std = embedding_stats(data.z_i)
@@ -139,7 +179,9 @@ def train(clip, config: str | dict = DEFAULT_PRIOR, steps: int = 5000, batch_siz
     p_drop = float(prior.config.get("text_dropout", 0.1))
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay)
     rng = np.random.default_rng(seed + start)
-    val = HeldOut(clip, held_out) if out is not None else None
+    val = None
+    if out is not None:
+        val = HeldOut(clip, held_out, data=held_out_pairs if held_out_pairs is not None else pairs)
     t0 = time.perf_counter()
     bar = tqdm(range(steps), disable=not progress, desc="prior", mininterval=5)
     for step in bar:
@@ -166,7 +208,8 @@ def train(clip, config: str | dict = DEFAULT_PRIOR, steps: int = 5000, batch_siz
             average.copy_to(ema.parameters())
             rec.update(val.numbers(snapshot, sched))
             ckpt = out if last else out / "checkpoints" / f"step{gstep:06d}"
-            save_prior(snapshot, ckpt, extra={"trained_steps": gstep, **({"continued_from": str(init)} if init else {})})
+            save_prior(snapshot, ckpt, extra={"trained_steps": gstep, **({"continued_from": str(init)} if init else {}),
+                                              **run_record})
             (out / "history.jsonl").write_text("\n".join(json.dumps(h) for h in history) + "\n")
             log.info(json.dumps(rec))
         elif gstep % 100 == 0 or step == 0:
@@ -182,14 +225,43 @@ def export_fp16(src: Path, dest: Path) -> Path:
     return dest
 
 
+def prepare_pairs(a, clip):
+    """(train set, held-out set, data record) for --pairs: read, embed once, split, described for the card."""
+    from clipspace.train.data import PairSet, held_out_count
+
+    full = PairSet.from_source(a.pairs, clip, a.clip_name)
+    if a.val_pairs:
+        train_set, held = full, PairSet.from_source(a.val_pairs, clip, a.clip_name)
+        note = f"the pairs of {a.val_pairs}"
+    else:
+        n = held_out_count(len(full), a.held_out)
+        train_set, held = full.split(n, seed=a.seed) if n else (full, None)
+        note = (f"{n} pairs set aside at random (seed {a.seed}), never trained on" if n else
+                f"none set aside: the curve is on the first {min(a.held_out, len(full))} training pairs")
+    record = {"source": str(a.pairs), "kept": len(train_set), "held_out": len(held) if held is not None else 0,
+              "held_out_note": note, "held_out_sources": held.sources if held is not None else [],
+              "skipped": [[str(s), r] for s, r in full.failures],
+              "embeddings": ("precomputed in the parquet (the CLIP was not run)" if clip is None else
+                             f"computed once with {clip.name} (images by encode_images, batched and cached; "
+                             "captions by encode_texts)")}
+    return train_set, held, record
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m clipspace.train prior", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--clip", default="default",
-                   help="CLIP whose embeddings it maps: 'default' (the offline tiny CLIP), a load_clip name, or a directory")
-    p.add_argument("--clip-pretrained", default=None, help="open_clip pretrained tag or checkpoint, if --clip is a name")
+    p.add_argument("--clip", default=None,
+                   help="CLIP whose embeddings it maps: 'default' (the offline tiny CLIP), a load_clip name, or a "
+                        "directory (default: 'default', or the CLIP a parquet of embeddings names)")
+    p.add_argument("--pretrained", "--clip-pretrained", dest="clip_pretrained", default=None,
+                   help="open_clip pretrained tag or checkpoint file, if --clip is an architecture")
     p.add_argument("--clip-name", default=None, help="CLIP name recorded in the config, checked by load_prior")
-    p.add_argument("--config", default=DEFAULT_PRIOR, help="prior config name or JSON path (default: %(default)s)")
+    p.add_argument("--pairs", default=None,
+                   help="train on these (image, caption) pairs instead of the world's: a folder with sidecar .txt "
+                        "captions, a CSV/TSV (path, caption), or a parquet (and image_embedding, text_embedding)")
+    p.add_argument("--val-pairs", default=None, help="held-out pairs for the curve (default: set aside from --pairs)")
+    p.add_argument("--config", default=None,
+                   help=f"prior config name or JSON path (default: {DEFAULT_PRIOR}; with --pairs: {PAIRS_PRIOR})")
     p.add_argument("--steps", type=int, default=5000)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=5e-4)
@@ -198,7 +270,8 @@ def main(argv=None) -> None:
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pool", type=int, default=50000, help="(scene, caption) pairs embedded once (default %(default)s)")
-    p.add_argument("--held-out", type=int, default=256, help="held-out captions for the curve (default %(default)s)")
+    p.add_argument("--held-out", type=int, default=256,
+                   help="held-out captions for the curve (with --pairs: set aside, at most a tenth) (default %(default)s)")
     p.add_argument("--checkpoint-every", type=int, default=0,
                    help="also save a prior and the held-out numbers every N steps (the card's curve)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -210,17 +283,41 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     start_run(a)
     from clipspace.factory import load_clip
+    from clipspace.train.data import read_pair_source
 
-    clip = load_clip(None if a.clip == "default" else a.clip, pretrained=a.clip_pretrained)
-    clip.model.eval()
-    log.info("training prior %s on %s (%d-d) for %d steps of %d on %s", a.config, clip.name, clip.embed_dim,
-             a.steps, a.batch_size, a.device)
-    train(clip, a.config, a.steps, a.batch_size, a.lr, a.warmup, a.seed, a.out, a.checkpoint_every, a.device,
-          a.ema_decay, a.clip_name, a.pool, a.init, a.weight_decay, progress=not a.no_progress, held_out=a.held_out)
+    clip = None
+    table = read_pair_source(a.pairs) if a.pairs is not None else None
+    if table is not None and _fully_precomputed(table):
+        from clipspace.train.data import check_named_clip
+
+        check_named_clip(table, a.clip, a.pairs)
+    else:
+        name = a.clip or "default"
+        clip = load_clip(None if name == "default" else name, pretrained=a.clip_pretrained, device=a.device)
+        clip.model.eval()
+    config = a.config or (PAIRS_PRIOR if a.pairs else DEFAULT_PRIOR)
+    pairs = held = record = None
+    if a.pairs is not None:
+        pairs, held, record = prepare_pairs(a, clip)
+    desc = pairs.clip if clip is None else {"clip_model": clip.name, "clip_embed_dim": clip.embed_dim}
+    log.info("training prior %s on %s (%d-d) for %d steps of %d on %s, data: %s", a.init or config,
+             desc["clip_model"], desc["clip_embed_dim"], a.steps, a.batch_size, a.device, a.pairs or "the shapes world")
+    train(clip, config, a.steps, a.batch_size, a.lr, a.warmup, a.seed, a.out, a.checkpoint_every, a.device,
+          a.ema_decay, a.clip_name, a.pool, a.init, a.weight_decay, progress=not a.no_progress, held_out=a.held_out,
+          pairs=pairs, held_out_pairs=held)
+    if record is not None:
+        from clipspace.train.cards import write_card
+
+        (a.out / "data.json").write_text(json.dumps(record, indent=1) + "\n")
+        log.info("card: %s", write_card(a.out, "prior", record))
     if a.export_fp16:
         export_fp16(a.out, a.export_fp16)
         log.info("fp16 copy in %s", a.export_fp16)
     log.info("done")
+
+
+def _fully_precomputed(table) -> bool:
+    return table.embeddings is not None and table.text_embeddings is not None
 
 
 if __name__ == "__main__":
