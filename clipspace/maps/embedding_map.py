@@ -20,6 +20,16 @@ Hover thumbnails. A plotly hover label cannot show an image (hovertemplate rende
 
 Points are drawn with WebGL (go.Scattergl), so maps of 10,000+ images stay smooth.
 
+Big maps. Above SCATTER_THRESHOLD points (or with backend="scatter") the widget is jupyter-scatter
+(clipspace.maps.scatter_backend) instead of plotly: same calls, same hover panel, same selection
+callbacks and grid; `figure` is then None and `scatter` holds the view. Thumbnails are then loaded
+on demand (hover, grid), not all at build time, and a text query multiplies a float16 copy of the
+unit embeddings (half the memory traffic of float32; similarities within about 1e-3 of the exact
+ones). `to_figure` / `write_html` of a big map draw a seeded random subsample of STATIC_MAX_POINTS
+points (plotly files of a million points are 100s of MB and unusable); pass max_points to change it.
+`EmbeddingMap.build(corpus)` takes a clipspace Corpus (or anything with `.embeddings` and `.table`):
+its table's columns become colour choices and its `path` column the images.
+
 The modality gap: `modality_gap(image_emb, text_emb)` measures how far apart the two modalities sit
 (centroid distance, mean cosine within and between). On the map, fit on both (`fit_texts=True`) to
 see it with t-SNE/UMAP; PCA shows it either way (see clipspace.maps.projections on placing new points).
@@ -29,6 +39,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from typing import Callable, Sequence
 
 import numpy as np
@@ -41,6 +52,9 @@ from clipspace.maps.projections import Projection, ProjectionCache, fit_projecti
 from clipspace.notebook.widgets import FigureWidget
 
 IMAGE_TRACE, TEXT_TRACE, FIRST_KEY_TRACE = 0, 1, 2
+SCATTER_THRESHOLD = 50_000  # backend="auto": jupyter-scatter above this many points (plotly's hover lags past ~100k)
+STATIC_MAX_POINTS = 50_000  # to_figure / write_html of a bigger map draw a seeded subsample of this size
+BACKENDS = ("auto", "plotly", "scatter")
 MAX_KEYS = 24  # legend entries for categorical colours; more categories share "+ n more"
 MAX_CATEGORIES = 40  # a numeric column with more distinct values is coloured on a continuous scale
 PALETTE = plotly.colors.qualitative.Dark24 + plotly.colors.qualitative.Light24
@@ -171,8 +185,8 @@ class EmbeddingMap:
     """
 
     def __init__(self, projection: Projection, image_emb: np.ndarray, points: pd.DataFrame,
-                 thumbnails: list[Image.Image] | None = None, clip=None, hover: str | None = None,
-                 title: str = ""):
+                 thumbnails: Sequence[Image.Image] | None = None, clip=None, hover: str | None = None,
+                 title: str = "", backend: str = "plotly"):
         self.projection = projection
         self.image_emb = image_emb
         self.points = points
@@ -187,15 +201,22 @@ class EmbeddingMap:
         self._selected = np.zeros(0, dtype=int)
         self._select_callbacks: list[Callable[[np.ndarray], None]] = []
         self._png: dict[int, bytes] = {}
-        self.figure = self._make_figure(title)
+        self._query_matrix = None  # unit embeddings for color_by_query, built on the first query
+        self.backend = backend
         self._make_hover_panel()
+        if backend == "scatter":
+            from clipspace.maps.scatter_backend import ScatterView
+
+            self.figure, self.scatter = None, ScatterView(self, neutral=NEUTRAL)
+        else:
+            self.figure, self.scatter = self._make_figure(title), None
 
     # --- building ---------------------------------------------------------------------------------
     @classmethod
     def build(cls, image_emb, images: Sequence | None = None, table: pd.DataFrame | None = None,
               projection: Projection | str = "pca", *, texts: Sequence[str] = (), text_emb=None, clip=None,
               fit_texts: bool = False, cache: ProjectionCache | None = None, thumb_size: int = 64,
-              hover: str | None = None, title: str = "", **params) -> "EmbeddingMap":
+              hover: str | None = None, title: str = "", backend: str = "auto", **params) -> "EmbeddingMap":
         """Fit (or fetch from `cache`) a projection of `image_emb` and draw the map.
 
         images: one per row (paths, PIL images or arrays), shown on hover and in selection_grid.
@@ -205,8 +226,17 @@ class EmbeddingMap:
           with fit_texts=True they are fitted together with the images (the modality gap shows in
           t-SNE/UMAP too), else placed by projection.transform.
         hover: the column shown on hover (default: "caption" when there is one).
+        image_emb may be a Corpus (anything with `.embeddings` and `.table`): the table comes from it
+          unless given, and the images from its `path` column.
+        backend: "plotly", "scatter" (jupyter-scatter) or "auto" (scatter above SCATTER_THRESHOLD points).
         """
-        image_emb = np.asarray(image_emb, dtype=np.float32)
+        if hasattr(image_emb, "embeddings") and hasattr(image_emb, "table"):  # a Corpus, duck-typed
+            corpus = image_emb
+            table = corpus.table if table is None else table
+            if images is None and "path" in corpus.table.columns:
+                images = corpus.table["path"].tolist()
+            image_emb = corpus.embeddings
+        image_emb = np.asarray(image_emb, dtype=np.float32)  # a float32 memmap stays a memmap: no copy
         n = len(image_emb)
         if image_emb.ndim != 2 or n < 2:
             raise ValueError(f"EmbeddingMap.build: image_emb must be (n_images >= 2, dim), got shape {image_emb.shape}")
@@ -216,6 +246,10 @@ class EmbeddingMap:
                              "give one row per image")
         if images is not None and len(images) != n:
             raise ValueError(f"EmbeddingMap.build: {len(images)} images for {n} image embeddings; give one per row")
+        if backend not in BACKENDS:
+            raise ValueError(f"EmbeddingMap.build: backend={backend!r}; choose from {BACKENDS}")
+        if backend == "auto":
+            backend = "scatter" if n > SCATTER_THRESHOLD else "plotly"
         clash = {"x", "y"} & set(table.columns)
         if clash:
             raise ValueError(f"EmbeddingMap.build: table columns {sorted(clash)} are reserved for map coordinates; "
@@ -229,10 +263,15 @@ class EmbeddingMap:
         proj = fit_projection(projection, fit_on, cache=cache, **params)
         points = table.copy()
         points["x"], points["y"] = proj.embedding_[:n, 0], proj.embedding_[:n, 1]
-        thumbs = [_thumbnail(im, thumb_size) for im in images] if images is not None else None
+        if images is None:
+            thumbs = None
+        elif backend == "scatter":
+            thumbs = LazyThumbnails(images, thumb_size)  # a million images are never all loaded
+        else:
+            thumbs = [_thumbnail(im, thumb_size) for im in images]
         if hover is None and "caption" in points.columns:
             hover = "caption"
-        emap = cls(proj, image_emb, points, thumbs, clip, hover, title)
+        emap = cls(proj, image_emb, points, thumbs, clip, hover, title, backend=backend)
         emap.cache = cache
         if texts:
             coords = proj.embedding_[n:] if fit_texts else None
@@ -276,12 +315,15 @@ class EmbeddingMap:
                                          layout=widgets.Layout(width="160px", height="160px",
                                                                border="1px solid #ddd", object_fit="contain"))
         self.hover_label = widgets.HTML("<i>hover a point</i>", layout=widgets.Layout(width="180px"))
+        self.texts_label = widgets.HTML("", layout=widgets.Layout(width="180px"))
 
     def widget(self):
         """The map with the hovered image and its row beside it (an ipywidgets HBox)."""
         import ipywidgets as widgets
 
-        return widgets.HBox([self.figure, widgets.VBox([self.hover_image, self.hover_label])])
+        view = self.figure if self.scatter is None else self.scatter.widget
+        side = [self.hover_image, self.hover_label] + ([self.texts_label] if self.scatter is not None else [])
+        return widgets.HBox([view, widgets.VBox(side)], layout=widgets.Layout(width="100%"))
 
     # --- another projection -----------------------------------------------------------------------
     def reproject(self, projection: Projection | str, cache: ProjectionCache | None = None, **params) -> Projection:
@@ -301,6 +343,10 @@ class EmbeddingMap:
         self.projection = proj
         self.points["x"], self.points["y"] = proj.embedding_[:n, 0], proj.embedding_[:n, 1]
         self.texts["x"], self.texts["y"] = text_xy[:, 0], text_xy[:, 1]
+        if self.scatter is not None:
+            self.scatter.set_xy(self.points["x"].to_numpy(), self.points["y"].to_numpy())
+            self._draw_texts()
+            return proj
         with self.figure.batch_update():
             trace = self.figure.data[IMAGE_TRACE]
             trace.x, trace.y = self.points["x"].to_numpy(), self.points["y"].to_numpy()
@@ -346,6 +392,9 @@ class EmbeddingMap:
         indices = np.asarray(list(indices), dtype=int)
         if indices.size and (indices.min() < 0 or indices.max() >= len(self.points)):
             raise IndexError(f"select: indices must be in [0, {len(self.points)}), got {indices.min()}..{indices.max()}")
+        if self.scatter is not None:
+            self.scatter.select(np.unique(indices))  # its `selection` observer runs the callbacks
+            return
         self.figure.data[IMAGE_TRACE].selectedpoints = indices.tolist() if indices.size else None
         self._set_selection(indices)
 
@@ -377,7 +426,10 @@ class EmbeddingMap:
         many values get a continuous scale, the rest one colour per category with a legend.
         `palette`: {category: colour} (e.g. clipspace.world.COLOURS) or a list of colours."""
         if column is None:
-            self._apply_colours(NEUTRAL, None)
+            if self.scatter is not None:
+                self.scatter.colour_single()
+            else:
+                self._apply_colours(NEUTRAL, None)
             self.coloured_by = None
             return
         if column not in self.points.columns:
@@ -387,7 +439,7 @@ class EmbeddingMap:
                 and values.nunique() > MAX_CATEGORIES:
             self._continuous(values.to_numpy(dtype=float), column)
         else:
-            self._categorical(values, palette)
+            self._categorical(values, palette, column)
         self.coloured_by = column
 
     def color_by_query(self, query, clip=None) -> np.ndarray:
@@ -403,30 +455,47 @@ class EmbeddingMap:
         if q.shape != (self.image_emb.shape[1],):
             raise ValueError(f"color_by_query: the query embedding has shape {q.shape}, the images "
                              f"{self.image_emb.shape[1]} dims; embed it with the same model")
-        sims = (_normalise(self.image_emb) @ _normalise(q)).astype(np.float32)
+        sims = self._similarities(q)
         self.points["query_similarity"] = sims
         self._continuous(sims, f"cos sim to<br>{html.escape(label[:40])}")
         self.coloured_by = f"query: {label}"
         return sims
 
+    def _similarities(self, q: np.ndarray) -> np.ndarray:
+        """Cosine of every image with q: exact (float64) for plotly-sized maps; for big maps a float16
+        copy of the unit rows, made once, multiplied by torch (see the module docstring)."""
+        if self.scatter is None:
+            return (_normalise(self.image_emb) @ _normalise(q)).astype(np.float32)
+        import torch
+
+        if self._query_matrix is None:
+            from clipspace.maps.projections import unit_rows
+
+            M = torch.empty(self.image_emb.shape, dtype=torch.float16)
+            for s in range(0, len(M), 65536):
+                M[s:s + 65536] = torch.from_numpy(unit_rows(self.image_emb[s:s + 65536]))
+            self._query_matrix = M
+        qn = torch.from_numpy(_normalise(q).astype(np.float32)).to(torch.float16)
+        return torch.mv(self._query_matrix, qn).float().numpy()
+
     def _continuous(self, values: np.ndarray, title: str) -> None:
+        if self.scatter is not None:
+            self.scatter.colour_continuous(values, re.sub(r"<br>", " ", title))
+            return
         marker = dict(color=values, colorscale="Viridis", cmin=float(np.nanmin(values)),
                       cmax=float(np.nanmax(values)), showscale=True, colorbar=dict(title=dict(text=title)))
         self._apply_colours(None, marker)
 
-    def _categorical(self, values: pd.Series, palette) -> None:
-        if isinstance(values.dtype, pd.CategoricalDtype):
-            cats = [str(c) for c in values.cat.categories if (values == c).any()]
-        else:
-            cats = sorted(values.astype(str).unique(), key=_natural)
-        labels = values.astype(str).where(values.notna(), "n/a")
-        cats = cats + (["n/a"] if (labels == "n/a").any() and "n/a" not in cats else [])
-        codes = pd.Categorical(labels, categories=cats).codes.astype(np.int32)
+    def _categorical(self, values: pd.Series, palette, title: str = "") -> None:
+        codes, cats = category_codes(values)
         if isinstance(palette, dict):
             colours = [_css(palette.get(c, PALETTE[i % len(PALETTE)])) for i, c in enumerate(cats)]
         else:
             seq = list(palette) if palette is not None else PALETTE
             colours = [_css(seq[i % len(seq)]) for i in range(len(cats))]
+        if self.scatter is not None:
+            self.scatter.colour_categorical(codes, cats, colours, title)
+            return
         marker = dict(color=codes, colorscale=_discrete_scale(colours), cmin=-0.5, cmax=len(cats) - 0.5,
                       showscale=False)
         self._apply_colours(None, marker, list(zip(cats, colours)))
@@ -472,26 +541,65 @@ class EmbeddingMap:
         self._draw_texts()
 
     def _draw_texts(self) -> None:
+        if self.scatter is not None:
+            self.scatter.draw_texts(self.texts)
+            self.texts_label.value = self.scatter.texts_html(self.texts)
+            return
         with self.figure.batch_update():
             t = self.figure.data[TEXT_TRACE]
             t.x, t.y = self.texts["x"].to_numpy(), self.texts["y"].to_numpy()
             t.text = self.texts["text"].tolist()
 
     # --- static export ----------------------------------------------------------------------------
-    def to_figure(self, thumbnails: bool = False) -> go.Figure:
+    def to_figure(self, thumbnails: bool = False, max_points: int = STATIC_MAX_POINTS, seed: int = 0) -> go.Figure:
         """A plain go.Figure copy of the map (for save_figure); with thumbnails=True each image point
-        carries [index, PNG data URI] in customdata, for the HTML hover hook."""
-        fig = go.Figure(self.figure)
+        carries [index, PNG data URI] in customdata, for the HTML hover hook. A map of more than
+        `max_points` images draws a seeded random subsample of them (its title says so); customdata
+        keeps each drawn point's row index in `points`."""
+        keep = self._static_rows(max_points, seed)
+        if self.figure is not None and keep is None:
+            fig = go.Figure(self.figure)
+        else:
+            fig = self._static_copy(keep)
         if thumbnails and self.thumbnails is not None:
-            uris = ["data:image/png;base64," + base64.b64encode(self.thumbnail_png(i)).decode("ascii")
-                    for i in range(len(self.points))]
-            fig.data[IMAGE_TRACE].customdata = np.array([[i, u] for i, u in enumerate(uris)], dtype=object)
+            rows = range(len(self.points)) if keep is None else keep
+            uris = ["data:image/png;base64," + base64.b64encode(self.thumbnail_png(int(i))).decode("ascii")
+                    for i in rows]
+            fig.data[IMAGE_TRACE].customdata = np.array([[int(i), u] for i, u in zip(rows, uris)], dtype=object)
             fig.data[IMAGE_TRACE].hovertemplate = "%{text}<extra>image %{customdata[0]}</extra>"
         return fig
 
-    def write_html(self, path, include_plotlyjs=True) -> None:
-        """A standalone HTML map whose hovered image points show their thumbnails (HOVER_JS)."""
-        self.to_figure(thumbnails=True).write_html(path, include_plotlyjs=include_plotlyjs, post_script=HOVER_JS)
+    def _static_rows(self, max_points: int, seed: int) -> np.ndarray | None:
+        n = len(self.points)
+        if n <= max_points:
+            return None
+        return np.sort(np.random.default_rng(seed).choice(n, size=int(max_points), replace=False))
+
+    def _static_copy(self, keep: np.ndarray | None) -> go.Figure:
+        """A plotly figure of the rows `keep` (all when None) in the current colours: what a big map
+        (no plotly figure of its own) or a subsampled export draws."""
+        rows = np.arange(len(self.points)) if keep is None else keep
+        pts = self.points.iloc[rows]
+        small = EmbeddingMap(self.projection, self.image_emb[:2], pts.reset_index(drop=True), None, None,
+                             self.hover, backend="plotly")
+        small.texts, small.text_emb = self.texts, self.text_emb
+        small._draw_texts()
+        if self.coloured_by is not None and self.coloured_by.startswith("query: "):
+            small._continuous(pts["query_similarity"].to_numpy(dtype=float), "cos sim to<br>" +
+                              html.escape(self.coloured_by[len("query: "):][:40]))
+        elif self.coloured_by is not None:
+            small.color_by(self.coloured_by)
+        small.figure.data[IMAGE_TRACE].customdata = rows
+        fig = go.Figure(small.figure)
+        if keep is not None:
+            fig.update_layout(title=f"{len(rows):,} of {len(self.points):,} points (seeded random subsample)")
+        return fig
+
+    def write_html(self, path, include_plotlyjs=True, max_points: int = STATIC_MAX_POINTS) -> None:
+        """A standalone HTML map whose hovered image points show their thumbnails (HOVER_JS); a map
+        of more than `max_points` images draws a seeded subsample (see to_figure)."""
+        self.to_figure(thumbnails=True, max_points=max_points).write_html(
+            path, include_plotlyjs=include_plotlyjs, post_script=HOVER_JS)
 
 
 def _natural(s: str):
@@ -506,3 +614,47 @@ def _css(colour) -> str:
     if isinstance(colour, (tuple, list)):
         return "rgb({},{},{})".format(*(int(c) for c in colour[:3]))
     return str(colour)
+
+
+def category_codes(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """(codes, categories) for colouring by a column: one int32 code per row into `categories`, the
+    distinct values as strings in natural order (a pandas Categorical keeps its own order), and
+    "n/a" last for missing values. Through pandas.factorize, so a million rows take milliseconds,
+    not the second that converting every row to a string takes."""
+    categorical = isinstance(values.dtype, pd.CategoricalDtype)
+    inv, uniq = pd.factorize(values, sort=False)  # missing -> -1
+    labels = [str(u) for u in uniq]
+    if categorical:
+        rank = {str(c): i for i, c in enumerate(values.cat.categories)}
+        cats = sorted(set(labels), key=rank.__getitem__)
+    else:
+        cats = sorted(set(labels), key=_natural)
+    missing = bool((inv < 0).any())
+    if missing and "n/a" not in cats:
+        cats.append("n/a")
+    pos = {c: i for i, c in enumerate(cats)}
+    remap = np.array([pos[lab] for lab in labels] + [pos.get("n/a", 0)], dtype=np.int32)  # [-1]: missing
+    return remap[inv], cats
+
+
+class LazyThumbnails:
+    """Thumbnails of `images` made when first asked for (hover, grid) and kept in an LRU of
+    `keep` of them: what a map of a million image paths holds instead of a million PIL images."""
+
+    def __init__(self, images: Sequence, size: int, keep: int = 4096):
+        self.images, self.size, self.keep = images, size, keep
+        self._cache: dict[int, Image.Image] = {}
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> Image.Image:
+        i = int(i)
+        if i in self._cache:
+            self._cache[i] = self._cache.pop(i)  # most recent last
+            return self._cache[i]
+        im = _thumbnail(self.images[i], self.size)
+        self._cache[i] = im
+        while len(self._cache) > self.keep:
+            self._cache.pop(next(iter(self._cache)))
+        return im

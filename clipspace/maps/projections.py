@@ -16,6 +16,10 @@ The frank consequence: a text placed among images this way cannot show the modal
 pulled onto its nearest images). To see the gap in a t-SNE/UMAP map, fit on images and texts
 together; PCA's linear transform shows it either way.
 
+At scale (`SampledProjection`, method "sampled"): UMAP or t-SNE (openTSNE's, method "opentsne") is
+fitted on a seeded sample in a PCA-reduced space and every other point is placed by that same
+knn_place rule, with faiss's exact search once the sizes make scikit-learn's slow.
+
 `ProjectionCache.fit(projection, X)` returns a fitted copy, refitting only when the method, its
 parameters or the input array changed: in memory, and optionally on disk (one .npz per fit, keyed
 on everything that changes the result, written atomically, checked on load and refit if corrupt
@@ -62,30 +66,68 @@ def _as_matrix(X, name: str = "X") -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # New points on a nonlinear map
 # ---------------------------------------------------------------------------------------------
+FAISS_MIN_PAIRS = 50_000_000  # knn_place's search="auto" uses faiss above this many (new x fitted) pairs
+
+
+def _shepard(d: np.ndarray, exact_tol: float) -> np.ndarray:
+    # ours, not weights="distance": that is 1/d, 0.19 off on a N(0, 1) map (coincident points: ties share)
+    exact = d <= exact_tol
+    return np.where(exact.any(1, keepdims=True), exact.astype(np.float64), 1.0 / np.maximum(d, 1e-9) ** 2)
+
+
+def _faiss_neighbours(X_fit: np.ndarray, X_new: np.ndarray, k: int, metric: str, chunk: int):
+    """(distances, indices) of the k nearest rows of X_fit for each row of X_new, exact (faiss's flat
+    index, float32), in the metric's own distance: 1 - cos for "cosine", |x - y| for "euclidean"."""
+    import faiss
+
+    def rows(A):
+        A = np.ascontiguousarray(A, dtype=np.float32)
+        return A / np.maximum(np.linalg.norm(A, axis=1, keepdims=True), 1e-12) if metric == "cosine" else A
+
+    index = faiss.IndexFlatIP(X_fit.shape[1]) if metric == "cosine" else faiss.IndexFlatL2(X_fit.shape[1])
+    index.add(rows(X_fit))
+    D = np.empty((len(X_new), k), dtype=np.float64)
+    I = np.empty((len(X_new), k), dtype=np.int64)
+    for s in range(0, len(X_new), chunk):
+        d, i = index.search(rows(X_new[s:s + chunk]), k)
+        D[s:s + chunk] = 1.0 - d if metric == "cosine" else np.sqrt(np.maximum(d, 0.0))
+        I[s:s + chunk] = i
+    return np.maximum(D, 0.0), I
+
+
 def knn_place(X_fit: np.ndarray, Y_fit: np.ndarray, X_new: np.ndarray, k: int = 10,
-              metric: str = "cosine", chunk: int = 1024) -> np.ndarray:
+              metric: str = "cosine", chunk: int = 1024, search: str = "auto") -> np.ndarray:
     """Place new points on a fitted map: the inverse-distance weighted mean of the map positions
-    `Y_fit` of their `k` nearest fitted points `X_fit` (Shepard interpolation), by scikit-learn's
-    KNeighborsRegressor (brute force, float64) with our weights.
+    `Y_fit` of their `k` nearest fitted points `X_fit` (Shepard interpolation).
 
     Weights are 1 / distance**2 over the k nearest, so a new point equal to a fitted point (distance
     0) lands exactly on it, and a point about equally far from its neighbours lands at their mean.
     `metric`: "cosine" (CLIP's geometry) or "euclidean". `chunk` rows of X_new are placed at a time.
+    `search`: how the neighbours are found, both exact: "sklearn" (KNeighborsRegressor, brute force,
+    float64), "faiss" (faiss's flat index, float32: what makes placing a million points take seconds,
+    not minutes; a point within float32 rounding of a fitted one, distance <= 1e-4, counts as on it),
+    or "auto": faiss above FAISS_MIN_PAIRS (new x fitted) pairs, else scikit-learn.
     """
-    from sklearn.neighbors import KNeighborsRegressor
-
-    def shepard(d: np.ndarray) -> np.ndarray:
-        # ours, not weights="distance": that is 1/d, 0.19 off on a N(0, 1) map (coincident points: ties share)
-        exact = d <= 1e-9
-        return np.where(exact.any(1, keepdims=True), exact.astype(np.float64), 1.0 / np.maximum(d, 1e-9) ** 2)
-
     if metric not in ("cosine", "euclidean"):
         raise ValueError(f"knn_place: metric={metric!r}; use 'cosine' or 'euclidean'")
+    if search not in ("auto", "sklearn", "faiss"):
+        raise ValueError(f"knn_place: search={search!r}; use 'auto', 'sklearn' or 'faiss'")
     k = int(min(k, len(X_fit)))
     if k < 1:
         raise ValueError("knn_place: k must be at least 1")
-    reg = KNeighborsRegressor(n_neighbors=k, weights=shepard, algorithm="brute", metric=metric)
-    reg.fit(np.asarray(X_fit, dtype=np.float64), np.asarray(Y_fit, dtype=np.float64))
+    Y_fit = np.asarray(Y_fit, dtype=np.float64)
+    if search == "auto":
+        search = "faiss" if len(X_new) * len(X_fit) > FAISS_MIN_PAIRS else "sklearn"
+    if search == "faiss":
+        d, idx = _faiss_neighbours(X_fit, X_new, k, metric, chunk=max(chunk, 16384))
+        w = _shepard(d, exact_tol=1e-4)
+        out = np.einsum("nk,nkc->nc", w, Y_fit[idx]) / w.sum(1, keepdims=True)
+        return out.astype(np.float32)
+
+    from sklearn.neighbors import KNeighborsRegressor
+
+    reg = KNeighborsRegressor(n_neighbors=k, weights=lambda d: _shepard(d, 1e-9), algorithm="brute", metric=metric)
+    reg.fit(np.asarray(X_fit, dtype=np.float64), Y_fit)
     X_new = np.asarray(X_new, dtype=np.float64)
     out = np.empty((len(X_new), Y_fit.shape[1]), dtype=np.float64)
     for s in range(0, len(X_new), chunk):
@@ -313,11 +355,161 @@ def _quiet_numba_threads() -> None:
         numba.config.THREADING_LAYER = "workqueue"
 
 
-PROJECTIONS: dict[str, type[Projection]] = {"pca": PCAProjection, "umap": UMAPProjection, "tsne": TSNEProjection}
+class OpenTSNEProjection(_KNNTransformMixin, Projection):
+    """t-SNE by openTSNE (FFT-interpolated gradients: far faster than scikit-learn's Barnes-Hut past a
+    few thousand points). Parameters keep openTSNE's names; `early_exaggeration_iter` + `n_iter`
+    iterations in all (openTSNE's 250 + 500). `n_jobs=1` by default: seeded runs are then exactly
+    reproducible (openTSNE was also reproducible at n_jobs=2 here, and not faster on 2 busy cores).
+
+    transform places new points with `knn_place`, like the other nonlinear maps. openTSNE has its own
+    `TSNEEmbedding.transform` (it optimises each new point against the fitted ones); on held-out
+    points it was slower and no more trustworthy than knn_place (benchmarks/maps.py measures both).
+    """
+
+    method = "opentsne"
+
+    def __init__(self, n_components: int = 2, perplexity: float = 30.0, early_exaggeration_iter: int = 250,
+                 n_iter: int = 500, learning_rate="auto", metric: str = "cosine", init: str = "pca",
+                 transform_neighbors: int = 10, n_jobs: int = 1, random_state: int | None = 0):
+        self.n_components = n_components
+        self.perplexity = perplexity
+        self.early_exaggeration_iter = early_exaggeration_iter
+        self.n_iter = n_iter
+        self.learning_rate = learning_rate
+        self.metric = metric
+        self.init = init
+        self.transform_neighbors = transform_neighbors
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _fit(self, X):
+        import openTSNE
+
+        self._check_metric()
+        if not 3 * self.perplexity < len(X):
+            raise ValueError(f"OpenTSNEProjection: perplexity={self.perplexity} needs more than 3 * perplexity "
+                             f"= {int(3 * self.perplexity)} points (openTSNE's neighbour count), got {len(X)}. "
+                             "Lower perplexity, or use PCA (make_projection('pca')) for so few points")
+        tsne = openTSNE.TSNE(n_components=self.n_components, perplexity=self.perplexity,
+                             early_exaggeration_iter=self.early_exaggeration_iter, n_iter=self.n_iter,
+                             learning_rate=self.learning_rate, metric=self.metric, initialization=self.init,
+                             n_jobs=self.n_jobs, random_state=self.random_state, verbose=False)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            self.embedding_ = np.asarray(tsne.fit(X), dtype=np.float32)
+        self.X_fit_ = X
+
+
+def unit_rows(X, chunk: int = 65536) -> np.ndarray:
+    """float32 copy of X with L2-normalised rows, `chunk` rows at a time (a memmap is read once)."""
+    out = np.empty(X.shape, dtype=np.float32)
+    for s in range(0, len(X), chunk):
+        a = np.asarray(X[s:s + chunk], dtype=np.float32)
+        out[s:s + chunk] = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    return out
+
+
+class SampledProjection(Projection):
+    """UMAP or t-SNE for maps too big to fit whole: fitted on a seeded sample, the rest placed by
+    `knn_place` (the rule every nonlinear map here uses for new points).
+
+    1. `sample_size` rows drawn without replacement by numpy's default_rng(random_state)
+       (`sample_indices_`, sorted; every row when there are no more; `sample_size_` says how many).
+    2. Rows L2-normalised (CLIP's cosine geometry), then PCA to `pca_components` dimensions, fitted
+       on the sample (as t-SNE and UMAP pipelines usually do; None keeps every dimension). Between
+       unit vectors Euclidean distance is a function of cosine, so the reduced space is Euclidean.
+    3. `base` ("umap", "opentsne" or "tsne", with `base_params`) fitted on the reduced sample.
+    4. Every other row placed by knn_place on its `transform_neighbors` nearest sample rows in the
+       reduced space (exact; faiss past a few million pairs). transform(X) does the same for new rows.
+
+    The frank cost: only the sample is embedded by t-SNE/UMAP; the rest inherit positions from their
+    neighbours, so structure finer than the sample's spacing is smoothed. tests/unit/test_projections.py
+    measures it against a full fit (trustworthiness). Fitted attributes: `embedding_` (all rows),
+    `sample_indices_`, `sample_size_`, `pca_mean_`, `pca_components_`, `base_` (the fitted base map).
+    """
+
+    method = "sampled"
+    BASES = ("umap", "opentsne", "tsne")
+    _state_names = ("embedding_", "sample_indices_", "pca_mean_", "pca_components_")
+
+    def __init__(self, base: str = "umap", sample_size: int = 10_000, pca_components: int | None = 50,
+                 n_components: int = 2, transform_neighbors: int = 10, base_params: dict | None = None,
+                 random_state: int | None = 0):
+        self.base = base
+        self.sample_size = sample_size
+        self.pca_components = pca_components
+        self.n_components = n_components
+        self.transform_neighbors = transform_neighbors
+        self.base_params = base_params
+        self.random_state = random_state
+
+    @property
+    def sample_size_(self) -> int:
+        check_is_fitted(self, "sample_indices_")
+        return int(len(self.sample_indices_))
+
+    def _reduce(self, X, chunk: int = 65536) -> np.ndarray:
+        out = np.empty((len(X), self.pca_components_.shape[0]), dtype=np.float32)
+        for s in range(0, len(X), chunk):
+            rows = unit_rows(X[s:s + chunk])
+            if not np.isfinite(rows).all():
+                bad = s + int(np.flatnonzero(~np.isfinite(rows).all(1))[0])
+                raise ValueError(f"SampledProjection: row {bad} of X contains NaN or inf; embeddings must be finite")
+            out[s:s + chunk] = (rows - self.pca_mean_) @ self.pca_components_.T
+        return out
+
+    def fit(self, X, y=None):
+        # not Projection.fit: X may be a memmap of millions of rows, read in chunks, never copied whole
+        X = X if isinstance(X, np.ndarray) and X.ndim == 2 else _as_matrix(X)
+        if X.ndim != 2 or len(X) < 2:
+            raise ValueError(f"SampledProjection.fit: need a 2-D array of at least 2 points, got shape {X.shape}")
+        if self.base not in self.BASES:
+            raise ValueError(f"SampledProjection: base={self.base!r}; choose from {self.BASES}")
+        if int(self.sample_size) < 3:
+            raise ValueError(f"SampledProjection: sample_size={self.sample_size} must be at least 3")
+        self.n_features_in_ = X.shape[1]
+        n, m = len(X), min(int(self.sample_size), len(X))
+        rng = np.random.default_rng(self.random_state)
+        self.sample_indices_ = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
+        sample = _as_matrix(X[self.sample_indices_], "X (the sample)")  # finite check on the sample only
+        U = unit_rows(sample)
+        dims = self.pca_components
+        if dims is None or dims >= min(U.shape):
+            self.pca_mean_ = np.zeros(U.shape[1], dtype=np.float32)
+            self.pca_components_ = np.eye(U.shape[1], dtype=np.float32)
+        else:
+            pca = PCAProjection(n_components=int(dims), random_state=self.random_state).fit(U)
+            self.pca_mean_, self.pca_components_ = pca.mean_, pca.components_
+        Z = self._reduce(sample)
+        params = {"metric": "euclidean", "n_components": self.n_components, "random_state": self.random_state,
+                  "transform_neighbors": self.transform_neighbors, **(self.base_params or {})}
+        self.base_ = make_projection(self.base, **params).fit(Z)
+        self.embedding_ = np.empty((n, self.n_components), dtype=np.float32)
+        self.embedding_[self.sample_indices_] = self.base_.embedding_
+        rest = np.setdiff1d(np.arange(n), self.sample_indices_, assume_unique=True)
+        chunk = 262_144  # rows reduced and placed at a time: 50 MB of reduced rows, not all of X
+        for s in range(0, len(rest), chunk):
+            rows = rest[s:s + chunk]
+            self.embedding_[rows] = knn_place(Z, self.base_.embedding_, self._reduce(X[rows]),
+                                              k=self.transform_neighbors, metric="euclidean")
+        self.Z_fit_ = Z
+        return self
+
+    def _transform(self, X):
+        return knn_place(self.Z_fit_, self.embedding_[self.sample_indices_], self._reduce(X),
+                         k=self.transform_neighbors, metric="euclidean")
+
+    def _restore(self, X):
+        self.Z_fit_ = self._reduce(X[self.sample_indices_])
+
+
+PROJECTIONS: dict[str, type[Projection]] = {"pca": PCAProjection, "umap": UMAPProjection, "tsne": TSNEProjection,
+                                      "opentsne": OpenTSNEProjection, "sampled": SampledProjection}
 
 
 def make_projection(method: str, **params) -> Projection:
-    """A projection by name: "pca", "umap" or "tsne", with its parameters (see each class)."""
+    """A projection by name: "pca", "umap", "tsne" (scikit-learn), "opentsne", or "sampled" (UMAP or
+    t-SNE fitted on a sample, for big maps), with its parameters (see each class)."""
     key = str(method).lower().replace("-", "")
     if key not in PROJECTIONS:
         raise ValueError(f"make_projection: unknown method {method!r}; choose from {tuple(PROJECTIONS)}")
