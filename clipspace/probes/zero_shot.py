@@ -267,6 +267,8 @@ def embed_images(clip, images_or_embeddings) -> np.ndarray:
     """Image embeddings of anything `clip.encode_images` takes, or of world Scenes; an (N, D) float
     array as wide as the embedding passes through unchanged (wrap a lone grayscale image in a list)."""
     x = images_or_embeddings
+    if hasattr(x, "embeddings") and hasattr(x, "__array__"):  # a clipspace Corpus stands for its embedding rows
+        x = np.asarray(x)
     if isinstance(x, np.ndarray) and x.ndim == 2 and np.issubdtype(x.dtype, np.floating) \
             and x.shape[1] == clip.embed_dim:
         return np.asarray(x, dtype=np.float32)
