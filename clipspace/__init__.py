@@ -20,7 +20,7 @@ _LAZY = {  # public name -> the module that defines it
     "typographic_attack": "probes.typographic", "write_text": "probes.typographic", "binding_probe": "probes.binding",
     "EmbeddingPCA": "maps.pca", "factor_table": "probes.factors", "load_decoder": "unclip.decoder", "decoder_for": "unclip.decoder",
     "slerp": "unclip.slerp", "load_prior": "unclip.prior", "prior_for": "unclip.prior", "generate": "unclip.generate",
-    "load_unclip": "unclip.stacks", "stacks_for": "unclip.stacks",
+    "load_unclip": "unclip.stacks", "stacks_for": "unclip.stacks", "Corpus": "corpus.corpus",
 }
 
 __all__ = ["ClipspaceError", "UnknownModelError", "UnsafeCheckpointError", "WeightsNotAvailableError",
