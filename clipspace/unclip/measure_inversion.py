@@ -72,6 +72,9 @@ def measure(decoder, clip, quick: bool = False) -> dict:
             "edits": edits, "seconds": round(time.perf_counter() - t0, 1)}
 
 
+KEEP = "<!-- written by hand below this line: measure_inversion keeps it -->"
+
+
 def write_report(m: dict, path: Path) -> None:
     from clipspace.train.measure_clip import markdown_table
 
@@ -105,6 +108,8 @@ by the CLIP as the decoder card does: the share keeping the scene's colour and s
 
 {r(m['edits'])}
 """
+    if path.is_file() and KEEP in (old := path.read_text()):  # the hand-written sections below the marker stay
+        text += "\n" + KEEP + old.split(KEEP, 1)[1]
     write_atomic(path, text)
     write_atomic(path.with_suffix(".json"), json.dumps(m, indent=1) + "\n")
 

@@ -69,3 +69,20 @@ def test_the_inversion_set_is_built_here():
         assert items and all(im.size == (32, 32) and im.mode == "RGB" for _, im in items), kind
     a = np.asarray(sets["other_renderer"][0][1], dtype=float)
     assert len(np.unique(a.reshape(-1, 3), axis=0)) > 2  # anti-aliased edges: not the world's flat colours
+
+
+def test_the_inversion_report_keeps_what_was_written_by_hand_below_its_marker(tmp_path):
+    from clipspace.unclip.measure_inversion import KEEP, write_report
+
+    m = {"seconds": 1, "images": {"photos": ["a"], "textures": ["b"], "other_renderer": [1], "world": [1]},
+         "curve": [{"method": "ddim", "psnr": 20.0}], "guided": [{"method": "ddim", "psnr": 18.0}],
+         "edits": [{"method": "ddim", "colour": 1.0}]}
+    out = tmp_path / "report.md"
+    write_report(m, out)
+    assert KEEP not in out.read_text()  # nothing by hand yet: nothing kept
+    out.write_text(out.read_text() + "\n" + KEEP + "\n## By hand\nkept text\n")
+    m["curve"][0]["psnr"] = 31.0
+    write_report(m, out)
+    text = out.read_text()
+    assert "31.0" in text and "20.0" not in text  # regenerated above the marker
+    assert text.count(KEEP) == 1 and text.endswith("## By hand\nkept text\n")
