@@ -68,6 +68,10 @@ class ScatterView:
                                         legend_position="top-right", color=self.neutral, opacity=0.8,
                                         lasso_initiator=True)
         self.widget = self.scatter.widget
+        # jscatter sizes its canvas to 100% of its element, which in the map's HBox (beside the hover
+        # panel) has no width of its own: a 1 px canvas. Let it take the row's free width instead.
+        self.widget.layout.flex = "1 1 0%"
+        self.widget.layout.min_width = "320px"
         self.widget.mouse_mode = "lasso"  # a drag selects, as plotly's dragmode="lasso" does
         # the normalised coordinates jscatter computed, kept to rewrite the third (data) component
         self._points = np.asarray(self.widget.points, dtype=np.float32).copy()
