@@ -12,9 +12,13 @@ Each actor loads the model once, by name (`model_spec.ModelSpec.load`: never a p
 embeds its batch with clipspace's own code: reader="paths" calls `encode_images(strict=False)` on
 the batch's paths (files read by `read_image_file`, decoded by `decode_image`: errors and pixels
 are the local engine's by construction, and an unreadable file is a row, not a failed task);
-reader="binary" decodes Ray's bytes with `decode_image`. With reader="binary" a file Ray itself
-cannot open (permission denied, a dangling symlink) fails the read task and the job: use it for
-object stores and trusted file lists, the default for a messy folder.
+reader="binary" decodes Ray's bytes with `decode_image`. Ray's reader runs with
+`ignore_missing_paths=True`, so a path it finds no file at (a dangling symlink, a file deleted
+since the listing) is left out of its stream instead of failing the job; such paths (and a folder
+named in a list, which Ray would expand into its files) come back as rows at the end, with the
+reason clipspace's own `read_image_file` gives on the driver. A file Ray finds but cannot read
+(permission denied) still fails its read task and the job: use reader="binary" for object stores
+and clean lists, the default for a messy folder.
 
 Deadlocks seen on 2 cores (docs/corpus.md): actors holding every logical CPU leave the read and
 split tasks a budget of 0 and the stream stalls forever. So a local Ray started here gets twice as
@@ -22,6 +26,12 @@ many logical CPUs as cores (at least 4) and actors ask for 1 each, one actor per
 budget stays for the tasks that feed them. Enough blocks (4 per actor) that every actor gets work.
 On a cluster (`address=`) actors default to one per two logical CPUs, again leaving half the CPU
 budget free; pass num_actors / actor_cpus / actor_gpus to fit the nodes.
+
+A local Ray is always a new one (`ray.init(address="local")`): plain `ray.init()` would attach to
+whatever `ray start` cluster last wrote /tmp/ray/ray_current_cluster on this machine (and then
+refuse `num_cpus`). RAY_ADDRESS, Ray's own variable, still selects a cluster when no address is
+given. On a loaded machine the raylet can abort at start-up (its dashboard agent missed the
+raylet's port-file wait): a local start is tried twice before the error is raised.
 
 What runs per node, and where it stops scaling (on paper, not measured on a cluster):
 - per node: `num_actors / nodes` actors, each one torch model with `max(1, actor_cpus)` threads
@@ -35,7 +45,8 @@ What runs per node, and where it stops scaling (on paper, not measured on a clus
   few hundred GPU actors (then write shards from the actors, or `Dataset.write_parquet`).
 - reads: with reader="paths" every actor reads from the shared filesystem (NFS, Lustre, a FUSE
   bucket): that filesystem's aggregate throughput is the ceiling; with reader="binary" Ray's
-  read tasks use pyarrow filesystems (s3://, gs://) and scale with the read tasks instead.
+  read tasks use pyarrow filesystems (s3://, gs://) and scale with the read tasks instead, but
+  `read_binary_files` first lists (stats) every path on the driver, one by one, before any task runs.
 - actors: each holds a model copy (the tiny model ~ 10 MB, ViT-L ~1.7 GB) and needs its batch in
   flight; past the point where the reads above are saturated, more actors add nothing.
 - order: `preserve_order=True` keeps shards in source order (deterministic corpora) at the cost of
@@ -44,6 +55,8 @@ What runs per node, and where it stops scaling (on paper, not measured on a clus
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -51,6 +64,7 @@ import numpy as np
 
 from clipspace.corpus.model_spec import ModelSpec
 from clipspace.embedding import usable_cores
+from clipspace.errors import BadImageError, ClipspaceError
 
 READERS = ("paths", "binary")
 
@@ -78,7 +92,6 @@ class _EmbedBatch:
     def _decode_and_embed(self, paths: list[str], blobs: list) -> tuple[np.ndarray, list]:
         import torch
 
-        from clipspace.errors import BadImageError
         from clipspace.images import decode_image
 
         errors, pixels, rows = [], [], []
@@ -97,17 +110,31 @@ class _EmbedBatch:
         return emb, errors
 
 
-def start_ray(address: str | None = None):
+def start_ray(address: str | None = None, attempts: int = 2):
     """ray.init for this job, unless Ray is already initialised; returns whether we started it.
-    Local: 2 logical CPUs per core (at least 4), see the module docstring for why."""
+    address: a cluster to connect to (default: RAY_ADDRESS if set, else a new local Ray with 2
+    logical CPUs per core, at least 4: see the module docstring for why)."""
     import ray
 
     if ray.is_initialized():
         return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    else:
-        ray.init(num_cpus=max(4, 2 * usable_cores()), include_dashboard=False, log_to_driver=False)
+        return True
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address="local", num_cpus=max(4, 2 * usable_cores()), include_dashboard=False,
+                     log_to_driver=False)
+            return True
+        except Exception as e:  # start-up failed (a raylet abort surfaces as a plain Exception)
+            ray.shutdown()  # stops whatever did come up
+            if attempt == attempts:
+                raise ClipspaceError(f"a local Ray did not start ({attempts} tries; last: {type(e).__name__}: "
+                                     f"{str(e)[:300]}). On a busy machine the raylet can give up waiting for its "
+                                     "agents: see the raylet.err of the newest session under Ray's temp folder "
+                                     "(/tmp/ray by default), and retry when the machine is quieter") from e
+            warnings.warn(f"a local Ray did not start ({type(e).__name__}); trying once more")
     return True
 
 
@@ -121,6 +148,7 @@ def run_ray(spec: ModelSpec, paths: list[str], ident, *, shard_size: int, batch_
 
     if reader not in READERS:
         raise ValueError(f"reader={reader!r}; use one of {READERS}")
+    address = address or os.environ.get("RAY_ADDRESS") or None
     started = start_ray(address)
     try:
         total_cpus = float(ray.cluster_resources().get("CPU", 1))
@@ -134,20 +162,51 @@ def run_ray(spec: ModelSpec, paths: list[str], ident, *, shard_size: int, batch_
         ctx.enable_progress_bars = False
         if reader == "paths":
             ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
-        else:
-            ds = ray.data.read_binary_files(paths, include_paths=True, override_num_blocks=blocks)
-        ds = ds.map_batches(_EmbedBatch, fn_constructor_kwargs=dict(spec=spec, batch_size=batch_size, reader=reader,
-                                                                    threads=max(1, int(cpus))),
-                            compute=ray.data.ActorPoolStrategy(size=num_actors), batch_size=batch_size,
-                            batch_format="numpy", num_cpus=cpus, num_gpus=actor_gpus or None)
-        wanted = set(paths)
-        for batch in ds.iter_batches(batch_size=shard_size, batch_format="numpy", prefetch_batches=1):
+        else:  # the listing runs here, on the driver; paths with no file behind them are dropped from it
+            try:
+                ds = ray.data.read_binary_files(paths, include_paths=True, override_num_blocks=blocks,
+                                                ignore_missing_paths=True)
+            except ValueError as e:
+                if "No files found" not in str(e):
+                    raise
+                ds = None  # not one path has a file: each becomes a row with its reason, below
+        if ds is not None:
+            ds = ds.map_batches(_EmbedBatch, fn_constructor_kwargs=dict(spec=spec, batch_size=batch_size,
+                                                                        reader=reader, threads=max(1, int(cpus))),
+                                compute=ray.data.ActorPoolStrategy(size=num_actors), batch_size=batch_size,
+                                batch_format="numpy", num_cpus=cpus, num_gpus=actor_gpus or None)
+        wanted, seen = set(paths), set()
+        batches = () if ds is None else ds.iter_batches(batch_size=shard_size, batch_format="numpy",
+                                                        prefetch_batches=1)
+        for batch in batches:
             got = [str(p) for p in batch["path"]]
             if reader == "binary":  # Ray may hand paths back without the leading '/' of a local file
                 got = [p if p.startswith("/") or p in wanted else "/" + p for p in got]
-            errors = [None if not e else str(e) for e in batch["error"]]
-            emb = np.asarray(batch["embedding"], dtype=np.float32).reshape(len(got), ident.dim)
-            yield got, emb, errors
+            keep = [i for i, p in enumerate(got) if p in wanted and p not in seen]  # not a folder's expansion
+            seen.update(got[i] for i in keep)
+            emb = np.asarray(batch["embedding"], dtype=np.float32).reshape(len(got), ident.dim)[keep]
+            errors = [None if not batch["error"][i] else str(batch["error"][i]) for i in keep]
+            if keep:
+                yield [got[i] for i in keep], emb, errors
+        missing = [p for p in paths if p not in seen]  # reader="binary": what Ray's reader left out
+        if missing and reader == "paths":  # every path is a row of from_items: a lost one is Ray's bug
+            raise ClipspaceError(f"the Ray job returned no row for {len(missing)} paths (first: {missing[0]}); "
+                                 "the shards written so far are kept: rerun the same command to embed the rest")
+        for s in range(0, len(missing), shard_size):
+            chunk = missing[s:s + shard_size]
+            yield chunk, np.zeros((len(chunk), ident.dim), np.float32), [_why_unread(p) for p in chunk]
     finally:
         if started:
             ray.shutdown()
+
+
+def _why_unread(path: str) -> str:
+    """The reason for a path Ray's reader did not return: clipspace's own reader's, as the local
+    engine would give it (or a plain statement if the file reads fine from here)."""
+    from clipspace.images import read_image_file
+
+    try:
+        read_image_file(path)
+    except BadImageError as e:
+        return e.reason
+    return "skipped by Ray's read_binary_files (it reads fine from the driver; reader='paths' embeds it)"
