@@ -65,6 +65,41 @@ class Decoder(Protocol):
     def check_clip(self, clip) -> None: ...  # raise DecoderMismatchError if `clip` is not its CLIP
 
 
+class UNetDecoder:
+    """What every decoder over a diffusers UNet shares: device and dtype are the UNet's, and x is
+    (C, s, s) with s = image_size // latent_scale (1 in pixel space, the autoencoder's downsampling
+    in a latent space)."""
+
+    latent_scale = 1
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        s = self.image_size // self.latent_scale
+        return (int(self.unet.config.in_channels), s, s)
+
+
+class VaeLatents:
+    """x in an AutoencoderKL's latent space (Stable unCLIP, SD image variations): the encoder's mean
+    (deterministic, so inversion is repeatable) times the VAE's scaling factor, and back."""
+
+    @torch.no_grad()
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        pixels = pixels.to(self.vae.device, self.vae.dtype)
+        return self.vae.encode(pixels).latent_dist.mean * self.vae.config.scaling_factor
+
+    @torch.no_grad()
+    def decode_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(x.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+
+
 def classifier_free_guidance(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
     """GLIDE's guided prediction: uncond + scale * (cond - uncond); scale 1 is the conditional model."""
     return uncond + scale * (cond - uncond)
@@ -93,7 +128,7 @@ def unet_kwargs(config: dict) -> dict:
     return kw
 
 
-class PixelDecoder:
+class PixelDecoder(UNetDecoder):
     """A pixel-space diffusion decoder conditioned on a unit-norm CLIP image embedding."""
 
     def __init__(self, unet: UNet2DConditionModel, config: dict):
@@ -108,18 +143,6 @@ class PixelDecoder:
         n = sum(p.numel() for p in self.unet.parameters())
         return (f"PixelDecoder({self.image_size}px, {n / 1e6:.2f}M params, clip={self.clip_name!r}, "
                 f"embed_dim={self.embed_dim}, prediction={self.scheduler.config.prediction_type})")
-
-    @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        return (int(self.unet.config.in_channels), self.image_size, self.image_size)
-
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
 
     def to(self, device=None, dtype=None) -> "PixelDecoder":
         self.unet.to(device=device, dtype=dtype)

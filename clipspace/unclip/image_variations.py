@@ -35,7 +35,7 @@ import torch
 from diffusers import DDIMScheduler, StableDiffusionImageVariationPipeline
 
 from clipspace.errors import DecoderMismatchError, DecoderNotAvailableError, InvalidArgumentError
-from clipspace.unclip.decoder import classifier_free_guidance
+from clipspace.unclip.decoder import UNetDecoder, VaeLatents, classifier_free_guidance
 
 HUB_MODELS = {  # hub id -> the open_clip architecture of the CLIP it was trained on
     "lambdalabs/sd-image-variations-diffusers": "ViT-L-14",
@@ -55,7 +55,7 @@ def is_hub_id(name: str) -> bool:
     return not (Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or name.count("/") != 1)
 
 
-class ImageVariationsDecoder:
+class ImageVariationsDecoder(UNetDecoder, VaeLatents):
     """A `Decoder` over the UNet, VAE and scheduler of a `StableDiffusionImageVariationPipeline`."""
 
     def __init__(self, pipe: StableDiffusionImageVariationPipeline, clip_name: str,
@@ -73,8 +73,8 @@ class ImageVariationsDecoder:
         self.embed_dim = int(self.unet.config.cross_attention_dim)
         self.clip_name = str(clip_name)
         self.embedding_norm = None if embedding_norm is None else float(embedding_norm)
-        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.image_size = int(self.unet.config.sample_size) * self.vae_scale_factor
+        self.latent_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.image_size = int(self.unet.config.sample_size) * self.latent_scale
         self.config = {"guidance": MODEL_CARD_GUIDANCE, "clip_model": self.clip_name, "clip_embed_dim": self.embed_dim}
 
     def __repr__(self) -> str:
@@ -124,29 +124,7 @@ class ImageVariationsDecoder:
         self.embedding_norm = raw_embedding_norm(clip, images)
         return self
 
-    # --- the Decoder protocol ------------------------------------------------------------------
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
-
-    @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        s = self.image_size // self.vae_scale_factor
-        return (int(self.unet.config.in_channels), s, s)
-
-    @torch.no_grad()
-    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        pixels = pixels.to(self.vae.device, self.vae.dtype)
-        return self.vae.encode(pixels).latent_dist.mean * self.vae.config.scaling_factor
-
-    @torch.no_grad()
-    def decode_pixels(self, x: torch.Tensor) -> torch.Tensor:
-        return self.vae.decode(x.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
-
+    # --- the Decoder protocol (device, dtype, latent_shape, encode/decode_pixels: UNetDecoder, VaeLatents) ---
     def condition(self, z: torch.Tensor) -> torch.Tensor:
         """encoder_hidden_states for unit-norm z: rescaled to the raw norm, one token each (N, 1, D)."""
         if self.embedding_norm is None:

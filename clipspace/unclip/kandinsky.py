@@ -51,7 +51,7 @@ import torch
 from diffusers import DDIMScheduler, PriorTransformer, UnCLIPScheduler
 
 from clipspace.errors import DecoderMismatchError, DecoderNotAvailableError, InvalidArgumentError, PriorMismatchError
-from clipspace.unclip.decoder import classifier_free_guidance
+from clipspace.unclip.decoder import UNetDecoder, classifier_free_guidance
 from clipspace.unclip.stable_unclip import _arch_key
 
 HUB_MODELS = {  # hub id -> the open_clip architecture of the CLIP it was trained on
@@ -149,7 +149,7 @@ def resolve_embedding_norm(embedding_norm, clip, zero_embed) -> float | None:
 # ---------------------------------------------------------------------------------------------
 # The decoder
 # ---------------------------------------------------------------------------------------------
-class KandinskyDecoder:
+class KandinskyDecoder(UNetDecoder):
     """A `Decoder` over the UNet and MoVQ of a `KandinskyV22Pipeline` (its scheduler's config as DDIM)."""
 
     what = "Kandinsky 2.2 decoder"
@@ -173,8 +173,8 @@ class KandinskyDecoder:
             raise InvalidArgumentError(f"zero_embed has {len(self.zero_embed)} values, but the decoder takes "
                                        f"{self.embed_dim}-d embeddings")
         self.embedding_norm = resolve_embedding_norm(embedding_norm, clip, self.zero_embed)
-        self.movq_scale_factor = 2 ** (len(movq.config.block_out_channels) - 1)
-        self.image_size = int(image_size or cfg.sample_size * self.movq_scale_factor)
+        self.latent_scale = 2 ** (len(movq.config.block_out_channels) - 1)
+        self.image_size = int(image_size or cfg.sample_size * self.latent_scale)
 
     def __repr__(self) -> str:
         return (f"KandinskyDecoder({self.image_size}px, clip={self.clip_name!r}, embed_dim={self.embed_dim}, "
@@ -201,19 +201,7 @@ class KandinskyDecoder:
             raise ValueError(f"which CLIP does {name!r} pair with? pass clip_name='ViT-bigG-14' (Kandinsky 2.2)")
         return cls(parts["unet"], parts["movq"], parts["scheduler"], clip_name, **kwargs)
 
-    # --- the Decoder protocol ------------------------------------------------------------------
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
-
-    @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        s = self.image_size // self.movq_scale_factor
-        return (int(self.unet.config.in_channels), s, s)
+    # --- the Decoder protocol (device, dtype, latent_shape: UNetDecoder) ------------------------
 
     def to(self, device=None, dtype=None) -> "KandinskyDecoder":
         self.unet.to(device=device, dtype=dtype)

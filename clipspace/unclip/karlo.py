@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler
 
 from clipspace.errors import DecoderMismatchError, InvalidArgumentError
-from clipspace.unclip.decoder import classifier_free_guidance
+from clipspace.unclip.decoder import UNetDecoder, classifier_free_guidance
 from clipspace.unclip.kandinsky import (PipelinePrior, check_pairing, load_parts, resolve_embedding_norm, tiny_prior,
                                         tiny_text_encoder, tiny_tokenizer)
 
@@ -76,7 +76,7 @@ def ddim_for(scheduler) -> DDIMScheduler:
                          prediction_type=c.prediction_type, clip_sample=False, timestep_spacing="leading")
 
 
-class KarloDecoder:
+class KarloDecoder(UNetDecoder):
     """A `Decoder` over Karlo's 64 px decoder UNet and its text projection (`UnCLIPImageVariationPipeline`'s
     first stage; the pipeline's image encoder and super-resolution UNets are not used)."""
 
@@ -129,18 +129,7 @@ class KarloDecoder:
             raise ValueError(f"which CLIP does {name!r} pair with? pass clip_name='ViT-L-14' (Karlo)")
         return cls(**parts, clip_name=clip_name, **kwargs)
 
-    # --- the Decoder protocol ------------------------------------------------------------------
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
-
-    @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        return (int(self.unet.config.in_channels), self.image_size, self.image_size)
+    # --- the Decoder protocol (device, dtype, latent_shape: UNetDecoder, in pixel space) ---------
 
     def to(self, device=None, dtype=None) -> "KarloDecoder":
         for m in (self.unet, self.text_proj, self.text_encoder):

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from diffusers import DDIMScheduler, StableUnCLIPImg2ImgPipeline
 
-from clipspace.unclip.decoder import classifier_free_guidance
+from clipspace.unclip.decoder import UNetDecoder, VaeLatents, classifier_free_guidance
 from clipspace.errors import DecoderMismatchError, DecoderNotAvailableError
 
 HUB_MODELS = {  # hub id -> the open_clip architecture of the CLIP it was trained on
@@ -49,7 +49,7 @@ def _arch_key(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", str(name).lower().replace("hf-hub:", ""))
 
 
-class StableUnclipDecoder:
+class StableUnclipDecoder(UNetDecoder, VaeLatents):
     """A `Decoder` over the components of a `StableUnCLIPImg2ImgPipeline` (its image encoder unused)."""
 
     def __init__(self, pipe: StableUnCLIPImg2ImgPipeline, clip_name: str, noise_level: int = 0,
@@ -71,8 +71,8 @@ class StableUnclipDecoder:
         norm = pipe.image_normalizer
         self.embedding_norm = float(embedding_norm) if embedding_norm is not None else \
             math.sqrt(float(norm.mean.detach().float().pow(2).sum() + norm.std.detach().float().pow(2).sum()))
-        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.image_size = int(self.unet.config.sample_size) * self.vae_scale_factor
+        self.latent_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.image_size = int(self.unet.config.sample_size) * self.latent_scale
         with torch.no_grad():  # the empty prompt's text embedding, once
             self.prompt_embeds, _ = pipe.encode_prompt("", self.device, 1, False)
 
@@ -112,29 +112,7 @@ class StableUnclipDecoder:
                              f"or 'ViT-L-14' (2-1-unclip-small)")
         return cls(pipe, clip_name, **kwargs)
 
-    # --- the Decoder protocol ------------------------------------------------------------------
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
-
-    @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        s = self.image_size // self.vae_scale_factor
-        return (int(self.unet.config.in_channels), s, s)
-
-    @torch.no_grad()
-    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        pixels = pixels.to(self.vae.device, self.vae.dtype)
-        return self.vae.encode(pixels).latent_dist.mean * self.vae.config.scaling_factor
-
-    @torch.no_grad()
-    def decode_pixels(self, x: torch.Tensor) -> torch.Tensor:
-        return self.vae.decode(x.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
-
+    # --- the Decoder protocol (device, dtype, latent_shape, encode/decode_pixels: UNetDecoder, VaeLatents) ---
     def condition(self, z: torch.Tensor) -> torch.Tensor:
         """class_labels for unit-norm z: rescaled, then the pipeline's own noise augmentation."""
         z = z.to(self.device, self.dtype) * self.embedding_norm
