@@ -418,6 +418,23 @@ def held_out_count(n_total: int, asked: int) -> int:
     return max(1, min(asked, n_total // 10))
 
 
+def split_held_out(full, asked: int, seed: int, val=None, val_source=None, unit: str = "images",
+                   first: int = 64):
+    """(train set, held-out set or None, the card's record of the split) for an ImageSet or PairSet:
+    `val` (from --val-images / --val-pairs) when given, else `held_out_count` items set aside at random."""
+    if val is not None:
+        train_set, held, note = full, val, f"the {unit} of {val_source}"
+    else:
+        n = held_out_count(len(full), asked)
+        train_set, held = full.split(n, seed=seed) if n else (full, None)
+        note = (f"{n} {unit} set aside at random (seed {seed}), never trained on" if n else
+                f"none set aside: the curve's held-out loss is on the first {min(first, len(full))} training {unit}")
+    record = {"kept": len(train_set), "held_out": len(held) if held is not None else 0, "held_out_note": note,
+              "held_out_sources": held.sources if held is not None else [],
+              "skipped": [[str(s), r] for s, r in full.failures]}
+    return train_set, held, record
+
+
 # ---------------------------------------------------------------------------------------------
 # Precomputing embeddings once
 # ---------------------------------------------------------------------------------------------

@@ -370,21 +370,12 @@ def _size_of_run(a) -> int:
 
 def prepare_images(a, clip, size: int):
     """(train set, held-out set, data record) for --images: read, embed once, split, described for the card."""
-    from clipspace.train.data import AUGMENT_NOTES, ImageSet, held_out_count
+    from clipspace.train.data import AUGMENT_NOTES, ImageSet, split_held_out
 
     full = ImageSet.from_source(a.images, size, clip, a.augment, a.clip_name)
-    if a.val_images:
-        train_set = full
-        held = ImageSet.from_source(a.val_images, size, clip, "none", a.clip_name)
-        note = f"the folder {a.val_images}"
-    else:
-        n = held_out_count(len(full), a.held_out)
-        train_set, held = full.split(n, seed=a.seed) if n else (full, None)
-        note = (f"{n} images set aside at random (seed {a.seed}), never trained on" if n else
-                f"none set aside: the curve's held-out loss is on the first {min(64, len(full))} training images")
-    record = {"source": str(a.images), "kept": len(train_set), "held_out": len(held) if held is not None else 0,
-              "held_out_note": note, "held_out_sources": held.sources if held is not None else [],
-              "skipped": [[str(s), r] for s, r in full.failures], "augment": a.augment,
+    val = ImageSet.from_source(a.val_images, size, clip, "none", a.clip_name) if a.val_images else None
+    train_set, held, split = split_held_out(full, a.held_out, a.seed, val, a.val_images, "images")
+    record = {"source": str(a.images), **split, "augment": a.augment,
               "augment_note": AUGMENT_NOTES[a.augment],
               "embeddings": ("precomputed in the parquet (the CLIP was not run)" if clip is None else
                              f"computed once with {clip.name} by encode_images (batched, cached on disk by file content)"),

@@ -227,20 +227,12 @@ def export_fp16(src: Path, dest: Path) -> Path:
 
 def prepare_pairs(a, clip):
     """(train set, held-out set, data record) for --pairs: read, embed once, split, described for the card."""
-    from clipspace.train.data import PairSet, held_out_count
+    from clipspace.train.data import PairSet, split_held_out
 
     full = PairSet.from_source(a.pairs, clip, a.clip_name)
-    if a.val_pairs:
-        train_set, held = full, PairSet.from_source(a.val_pairs, clip, a.clip_name)
-        note = f"the pairs of {a.val_pairs}"
-    else:
-        n = held_out_count(len(full), a.held_out)
-        train_set, held = full.split(n, seed=a.seed) if n else (full, None)
-        note = (f"{n} pairs set aside at random (seed {a.seed}), never trained on" if n else
-                f"none set aside: the curve is on the first {min(a.held_out, len(full))} training pairs")
-    record = {"source": str(a.pairs), "kept": len(train_set), "held_out": len(held) if held is not None else 0,
-              "held_out_note": note, "held_out_sources": held.sources if held is not None else [],
-              "skipped": [[str(s), r] for s, r in full.failures],
+    val = PairSet.from_source(a.val_pairs, clip, a.clip_name) if a.val_pairs else None
+    train_set, held, split = split_held_out(full, a.held_out, a.seed, val, a.val_pairs, "pairs", first=a.held_out)
+    record = {"source": str(a.pairs), **split,
               "embeddings": ("precomputed in the parquet (the CLIP was not run)" if clip is None else
                              f"computed once with {clip.name} (images by encode_images, batched and cached; "
                              "captions by encode_texts)")}
