@@ -76,33 +76,43 @@ def load_image(source, background=WHITE, *, max_pixels: int | None = None) -> Im
 
 
 def read_image_file(path: str | os.PathLike) -> bytes:
-    """The bytes of the file at `path` (~ expanded), or BadImageError saying truly why not."""
-    if os.fspath(path) in ("", b""):  # Path("") would be ".", the current folder
+    """The bytes of the file at `path` (~ expanded), or BadImageError saying truly why not.
+    os-level calls on the happy path (no pathlib, no buffered reader): a cached rerun does nothing
+    else per file, so this is its floor."""
+    raw = os.fspath(path)
+    if raw in ("", b""):  # Path("") would be ".", the current folder
         raise BadImageError(path, "empty path (no file name given)")
-    path = Path(path).expanduser()
+    name = os.path.expanduser(raw)
     try:  # O_NONBLOCK: opening a FIFO must not wait for a writer (fstat below refuses it)
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as e:
+        path = Path(name)
         if isinstance(e, PermissionError) and path.is_dir():  # Windows cannot open a folder
             raise BadImageError(path, "is a folder, not an image file") from None
         if isinstance(e, FileNotFoundError) and path.is_symlink():
             raise BadImageError(path, f"dangling symlink (points to {os.readlink(path)})") from None
         raise BadImageError(path, _os_reason(e)) from None
     try:
-        kind = os.fstat(fd).st_mode
-        if stat.S_ISDIR(kind):
-            raise BadImageError(path, "is a folder, not an image file")
-        if not stat.S_ISREG(kind):
-            what = "a FIFO" if stat.S_ISFIFO(kind) else "a socket" if stat.S_ISSOCK(kind) else "a device"
-            raise BadImageError(path, f"not a regular file ({what})")
-        with open(fd, "rb", closefd=False) as f:
-            data = f.read()
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise BadImageError(Path(name), "is a folder, not an image file")
+        if not stat.S_ISREG(st.st_mode):
+            what = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device"
+            raise BadImageError(Path(name), f"not a regular file ({what})")
+        # one read of fstat's size plus a byte: exactly that size back means the whole file in one
+        # call; anything else (it grew or shrank meanwhile, a short read) is read on to the end
+        data = os.read(fd, st.st_size + 1)
+        if len(data) != st.st_size:
+            chunks = [data]
+            while chunks[-1]:
+                chunks.append(os.read(fd, 1 << 20))
+            data = b"".join(chunks)
     except OSError as e:
-        raise BadImageError(path, _os_reason(e)) from None
+        raise BadImageError(Path(name), _os_reason(e)) from None
     finally:
         os.close(fd)
     if not data:
-        raise BadImageError(path, "empty file (0 bytes)")
+        raise BadImageError(Path(name), "empty file (0 bytes)")
     return data
 
 

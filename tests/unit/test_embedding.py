@@ -260,6 +260,23 @@ def test_threads_read_ahead_without_changing_results(tiny_clip, tmp_path):
     assert np.array_equal(got, serial) and got.sources == paths
 
 
+def test_files_read_on_one_thread_or_many_give_the_same_rows_and_keys(tiny_clip, tmp_path, monkeypatch):
+    import clipspace.embedding as embedding
+
+    paths = save_all(tmp_path / "imgs", pictures(9, seed=5))
+    bad_files(tmp_path / "bad")
+    mixed = [tmp_path / "bad" / "c_empty.jpg"] + paths[:4] + [tmp_path / "bad" / "b_text.png"] + paths[4:]
+    monkeypatch.setattr(embedding, "THREADED_READ_BYTES", 0)  # every file on the reading threads
+    with pytest.warns(UserWarning, match="2 of 11"):  # a bad file first in a batch decides nothing
+        threaded = encode_images(tiny_clip, mixed, batch_size=4, workers=2, strict=False)
+    monkeypatch.setattr(embedding, "THREADED_READ_BYTES", 2 ** 62)  # every file on the batch's thread
+    with forward_calls(tiny_clip.model.visual) as calls, pytest.warns(UserWarning, match="2 of 11"):
+        serial = encode_images(tiny_clip, mixed, batch_size=4, workers=2, strict=False)
+    assert calls == []  # the same keys: every vector the threaded call cached is found
+    assert np.array_equal(serial, threaded) and serial.sources == threaded.sources == paths
+    assert [r for _, r in serial.failures] == [r for _, r in threaded.failures]
+
+
 def test_rerun_in_one_process_reads_no_files(tiny_clip, tmp_path, cache_dir):
     paths = save_all(tmp_path / "imgs", pictures(3))
     first = encode_images(tiny_clip, paths)

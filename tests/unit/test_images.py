@@ -235,6 +235,24 @@ def test_path_and_bytes_decode_alike(tmp_path):
     assert e.value.source == "photo.png"
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/cmdline"), reason="needs Linux's /proc")
+def test_file_whose_size_is_not_its_length_is_read_to_the_end():
+    from clipspace.images import read_image_file
+
+    # /proc files say 0 bytes and hold more: the read past fstat's size must not stop at it
+    with open("/proc/self/cmdline", "rb") as f:
+        assert read_image_file("/proc/self/cmdline") == f.read() != b""
+
+
+def test_large_file_read_whole(tmp_path):
+    from clipspace.images import read_image_file
+
+    data = os.urandom(5 * 2 ** 20 + 3)
+    (tmp_path / "big.bin").write_bytes(data)
+    assert read_image_file(tmp_path / "big.bin") == data
+    assert read_image_file(str(tmp_path / "big.bin")) == read_image_file(os.fsencode(tmp_path / "big.bin")) == data
+
+
 def test_list_images_lists_unreadable_entries_and_reports_unlistable_folders(tmp_path):
     Image.new("RGB", (4, 4)).save(tmp_path / "b.png")
     os.symlink("gone.png", tmp_path / "a_dangling.png")
