@@ -313,7 +313,8 @@ class EmbeddingMap:
 
         self.hover_image = widgets.Image(format="png", width=160, height=160,
                                          layout=widgets.Layout(width="160px", height="160px",
-                                                               border="1px solid #ddd", object_fit="contain"))
+                                                               border="1px solid #ddd", object_fit="contain",
+                                                               display="none"))  # no picture yet: no broken icon
         self.hover_label = widgets.HTML("<i>hover a point</i>", layout=widgets.Layout(width="180px"))
         self.texts_label = widgets.HTML("", layout=widgets.Layout(width="180px"))
 
@@ -367,6 +368,8 @@ class EmbeddingMap:
         png = self.thumbnail_png(int(i))
         if png is not None:
             self.hover_image.value = png
+        # an Image widget without a picture draws the browser's broken-image icon: hide it instead
+        self.hover_image.layout.display = None if png is not None else "none"
         row = self.points.iloc[int(i)].drop(["x", "y"])
         self.hover_label.value = f"<b>image {int(i)}</b><br>" + "<br>".join(
             f"{html.escape(str(k))}: {html.escape(str(v))}" for k, v in row.items())
@@ -436,7 +439,7 @@ class EmbeddingMap:
             raise KeyError(f"color_by: no column {column!r}; choose from {sorted(self.points.columns)}")
         values = self.points[column]
         if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values) \
-                and values.nunique() > MAX_CATEGORIES:
+                and more_distinct_than(values, MAX_CATEGORIES):
             self._continuous(values.to_numpy(dtype=float), column)
         else:
             self._categorical(values, palette, column)
@@ -614,6 +617,16 @@ def _css(colour) -> str:
     if isinstance(colour, (tuple, list)):
         return "rgb({},{},{})".format(*(int(c) for c in colour[:3]))
     return str(colour)
+
+
+def more_distinct_than(values: pd.Series, k: int, sample: int = 4096) -> bool:
+    """values.nunique() > k, without hashing a million floats when a strided sample already holds
+    more than k distinct values (31 ms of a 1M-point recolour's 36 went to nunique). A sample with
+    k or fewer says nothing about the rest: then every value is counted."""
+    step = max(1, len(values) // sample)
+    if step > 1 and values.iloc[::step].nunique() > k:
+        return True
+    return values.nunique() > k
 
 
 def category_codes(values: pd.Series) -> tuple[np.ndarray, list[str]]:

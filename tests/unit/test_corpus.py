@@ -105,6 +105,23 @@ def test_shards_read_by_pyarrow_with_the_schema(built, clip):
     assert len(shards.list_shards(out)) == -(-table.num_rows // 16)
 
 
+def test_shards_read_by_duckdb_as_one_table(built):
+    import duckdb  # a dev dependency (`make test` installs it): a missing one fails, never skips
+    out, _ = built
+    con = duckdb.connect()
+    rows = con.execute(f"SELECT path, error, embedding FROM read_parquet('{out}/*.parquet') ORDER BY path").fetchall()
+    ref = read_all(out).sort_values("path").reset_index(drop=True)
+    assert [r[0] for r in rows] == ref["path"].tolist()
+    assert [r[1] for r in rows] == [None if pd.isna(e) else e for e in ref["error"]]
+    for (_, err, emb), want in zip(rows, ref["embedding"]):
+        if err is None:  # float32 values through DuckDB's FLOAT[128]: the same numbers
+            assert np.array_equal(np.asarray(emb, dtype=np.float32), want)
+        else:
+            assert emb is None
+    n_bad = con.execute(f"SELECT count(*) FROM read_parquet('{out}/*.parquet') WHERE error IS NOT NULL").fetchone()[0]
+    assert n_bad == len(BAD)
+
+
 def test_rows_equal_encode_images(built, clip):
     out, _ = built
     for f in shards.list_shards(out):

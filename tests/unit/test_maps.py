@@ -3,7 +3,6 @@ the way the browser drives it (plotly's own js2py hover/selection messages), upd
 import base64
 import io
 import re
-import time
 
 import numpy as np
 import pandas as pd
@@ -187,26 +186,22 @@ def test_recolour_and_query_update_in_place_without_refit(tiny_clip, scenes, pic
         emap.color_by("nope")
 
 
-def test_recolouring_ten_thousand_points_takes_under_100_ms():
-    rng = np.random.default_rng(0)
-    n = 10_000
-    X = unit(rng.normal(size=(n, 64)))
-    table = pd.DataFrame({"label": rng.integers(0, 10, n).astype(str), "score": rng.normal(size=n)})
-    emap = EmbeddingMap.build(X, table=table, projection="pca", cache=ProjectionCache())
+def test_distinct_count_decision_equals_pandas_nunique():
+    from clipspace.maps.embedding_map import MAX_CATEGORIES, more_distinct_than
 
-    def best_of_3(fn):
-        times = []
-        for _ in range(3):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return min(times)
-
-    assert best_of_3(lambda: emap.color_by("label")) < 0.1
-    assert best_of_3(lambda: emap.color_by("score")) < 0.1
-    assert best_of_3(lambda: emap.color_by_query(X[0])) < 0.1
-    assert best_of_3(lambda: emap.add_texts(["t"], X[:1])) < 0.1
-    assert emap.figure.data[IMAGE_TRACE].marker.showscale  # the last colouring (a query) has a colour bar
+    rng = np.random.default_rng(4)
+    n = 50_000
+    few = rng.integers(0, MAX_CATEGORIES, n).astype(float)
+    cases = {
+        "many floats": pd.Series(rng.standard_normal(n)),
+        "exactly k": pd.Series(few),
+        "k plus one, the extra value only in the last row": pd.Series(np.r_[few[:-1], 1e9]),
+        "k with NaNs (not counted)": pd.Series(np.where(rng.random(n) < 0.3, np.nan, few)),
+        "k plus NaN plus one": pd.Series(np.r_[np.where(rng.random(n - 1) < 0.3, np.nan, few[:-1]), -5.0]),
+        "short": pd.Series(np.arange(MAX_CATEGORIES + 1.0)),
+    }
+    for name, values in cases.items():
+        assert more_distinct_than(values, MAX_CATEGORIES) == (values.nunique() > MAX_CATEGORIES), name
 
 
 def test_hover_shows_the_thumbnail_and_row(scenes, pictures, image_emb):
@@ -219,6 +214,17 @@ def test_hover_shows_the_thumbnail_and_row(scenes, pictures, image_emb):
     expected.thumbnail((48, 48))
     np.testing.assert_array_equal(np.asarray(shown), np.asarray(expected))  # image 12, not another
     assert scenes[12].caption(0) in emap.hover_label.value.replace("&quot;", '"') and "image 12" in emap.hover_label.value
+
+
+def test_hover_without_images_hides_the_picture_instead_of_a_broken_icon(scenes, pictures, image_emb):
+    bare = EmbeddingMap.build(image_emb, None, scene_table(scenes), "pca", cache=ProjectionCache())
+    assert bare.hover_image.layout.display == "none"
+    js_event(bare.figure, "plotly_hover", IMAGE_TRACE, [3])
+    assert bare.hover_image.layout.display == "none" and "image 3" in bare.hover_label.value
+    emap = EmbeddingMap.build(image_emb, pictures, scene_table(scenes), "pca", cache=ProjectionCache())
+    assert emap.hover_image.layout.display == "none"  # nothing hovered yet
+    js_event(emap.figure, "plotly_hover", IMAGE_TRACE, [3])
+    assert emap.hover_image.layout.display is None and emap.hover_image.value  # shown once there is a picture
 
 
 def test_lasso_box_selection_and_grid(scenes, pictures, image_emb):
