@@ -35,9 +35,12 @@ def interleave(contenders: Mapping[str, Callable[[], object]], repeat: int = 5, 
                setup: Callable[[str], object] | None = None, clock: Clock = time.perf_counter) -> dict[str, list[float]]:
     """Time each contender `repeat` times, round-robin, after `warmup` untimed rounds.
 
-    Round r runs the contenders starting at index r (a rotation), so no contender is always first
-    (first after a garbage collection, or after another one warmed the caches). `setup(name)` runs
-    untimed before each timed call (e.g. point the cache at a fresh folder). Returns name -> seconds.
+    Rounds come in pairs: round 2k runs the contenders rotated to start at index k, round 2k+1 the
+    same order reversed. The rotation keeps any one from always being first (after a garbage
+    collection, or after another warmed the caches); the reversal puts every pair of contenders in
+    both orders equally often, so a drift within a round (a slower second of two heavy runs on a
+    VM, say) cannot always land on the same one of a pair. `setup(name)` runs untimed before each
+    timed call (e.g. point the cache at a fresh folder). Returns name -> seconds.
     """
     names = list(contenders)
     for _ in range(warmup):
@@ -47,8 +50,8 @@ def interleave(contenders: Mapping[str, Callable[[], object]], repeat: int = 5, 
             contenders[name]()
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeat):
-        for j in range(len(names)):
-            name = names[(r + j) % len(names)]
+        order = [names[(r // 2 + j) % len(names)] for j in range(len(names))]
+        for name in (order if r % 2 == 0 else order[::-1]):
             if setup:
                 setup(name)
             times[name].append(time_call(contenders[name], clock))

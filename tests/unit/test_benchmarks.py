@@ -47,10 +47,13 @@ def test_interleave_rotates_order_and_pairs_rounds():
         return fn
 
     times = harness.interleave({"a": contender("a", 2.0), "b": contender("b", 0.5), "c": contender("c", 1.0)},
-                               repeat=3, warmup=1, clock=clock)
-    assert times == {"a": [2.0] * 3, "b": [0.5] * 3, "c": [1.0] * 3}
+                               repeat=4, warmup=1, clock=clock)
+    assert times == {"a": [2.0] * 4, "b": [0.5] * 4, "c": [1.0] * 4}
     assert order[:3] == ["a", "b", "c"]  # the warm-up round
-    assert [order[3 + 3 * r] for r in range(3)] == ["a", "b", "c"]  # each round starts with the next contender
+    rounds = [order[3 + 3 * r: 6 + 3 * r] for r in range(4)]
+    assert [r[0] for r in rounds[::2]] == ["a", "b"]  # each pair of rounds starts at the next contender
+    for x, y in (("a", "b"), ("a", "c"), ("b", "c")):  # every pair in both orders, equally often
+        assert sum(r.index(x) < r.index(y) for r in rounds) == 2
     r = harness.paired_ratio(times["a"], times["b"])
     assert r["median"] == pytest.approx(4.0) and r["iqr"] == pytest.approx(0.0)
 
