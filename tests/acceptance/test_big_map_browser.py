@@ -28,7 +28,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.acceptance.test_browser import CHROME_ARGS, Lab, _run_all, chrome  # noqa: F401 (chrome: a fixture)
+from tests.acceptance.test_browser import CHROME_ARGS, Lab, chrome, open_and_run_all  # noqa: F401 (chrome: a fixture)
 
 N_POINTS = 200_000
 STEP_TIMEOUT_S = 60  # each wait; the whole test is ~30-60 s on 2 busy cores
@@ -123,11 +123,7 @@ def test_a_200k_point_map_draws_and_a_lasso_selection_reaches_the_kernel(big_lab
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.set_default_timeout(STEP_TIMEOUT_S * 1000)
-            page.goto(f"{lab.url}/lab/tree/big_map.ipynb?token={lab.token}")
-            page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell")
-            lab.wait_kernel_connected()
-            page.locator(".jp-StatusBar-TextItem", has_text="Idle").first.wait_for()
-            _run_all(page)
+            open_and_run_all(page, lab, "big_map.ipynb")
             page.wait_for_function("() => [...document.querySelectorAll('.jp-OutputArea-output')]"
                                    ".some(e => e.textContent.includes('KERNEL '))")
             timings["run all"] = time.monotonic() - start

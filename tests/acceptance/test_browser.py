@@ -176,6 +176,16 @@ def lab(tmp_path, chrome):
         server.stop()
 
 
+def open_and_run_all(page, lab, notebook: str) -> None:
+    """Open `notebook` in JupyterLab, wait for its kernel to be up and this page connected to it,
+    then Run > Run All Cells, as a user would."""
+    page.goto(f"{lab.url}/lab/tree/{notebook}?token={lab.token}")
+    page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell")
+    lab.wait_kernel_connected()
+    page.locator(".jp-StatusBar-TextItem", has_text="Idle").first.wait_for()
+    _run_all(page)
+
+
 def _run_all(page) -> None:
     """Run > Run All Cells; once more if no cell started (a click can land before the kernel is wired)."""
     for attempt in range(2):
@@ -222,12 +232,7 @@ def test_tour_runs_in_jupyterlab_and_the_slider_updates_the_figure(lab, chrome, 
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.set_default_timeout(RUN_TIMEOUT_S * 1000)
-            page.goto(f"{lab.url}/lab/tree/{NOTEBOOK}?token={lab.token}")
-            page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell")
-            # kernel up and this page connected to it, then Run > Run All Cells, as a user would
-            lab.wait_kernel_connected()
-            page.locator(".jp-StatusBar-TextItem", has_text="Idle").first.wait_for()
-            _run_all(page)
+            open_and_run_all(page, lab, NOTEBOOK)
 
             try:
                 page.wait_for_selector(".widget-slider .noUi-handle")
