@@ -389,24 +389,37 @@ def test_sampled_projection_is_seeded_and_reports_its_sample(clusters):
         make_projection("sampled", base="isomap").fit(X)
 
 
-def test_sampled_fit_places_held_out_points_near_their_true_neighbours(clusters):
-    """Trustworthiness (scikit-learn) of the whole map when only a third is fitted, against a full
-    fit of the same method, and the held-out rows' own neighbourhoods."""
+def test_sampled_fit_places_held_out_points_in_their_own_cluster(clusters):
+    """With 8 noisy clusters and a third of the rows fitted, every held-out row lands among its
+    cluster's rows. (Within a cluster this data holds only isotropic noise, so trustworthiness
+    there says little: a placement knowing only the cluster scores 0.85 of the full fit's 0.92.)"""
     from sklearn.manifold import trustworthiness
 
     X, labels = clusters
     p = make_projection("sampled", base="opentsne", sample_size=400, pca_components=20, random_state=0, base_params=QUICK_TSNE).fit(X)
-    full = make_projection("opentsne", metric="cosine", random_state=0, **QUICK_TSNE).fit(X)
-    t_sampled = trustworthiness(X, p.embedding_, n_neighbors=10, metric="cosine")
-    t_full = trustworthiness(X, full.embedding_, n_neighbors=10, metric="cosine")
-    shuffled = trustworthiness(X, np.random.default_rng(0).permutation(full.embedding_), n_neighbors=10, metric="cosine")
-    # measured: sampled 0.88, full 0.93, shuffled 0.5: within-cluster order finer than the sample's
-    # spacing is smoothed (SampledProjection's docstring), the rest kept
-    assert t_sampled >= t_full - 0.07 and t_sampled > shuffled + 0.3, (t_sampled, t_full, shuffled)
     held = np.setdiff1d(np.arange(1200), p.sample_indices_)
-    assert trustworthiness(X[held], p.embedding_[held], n_neighbors=10, metric="cosine") >= t_full - 0.07
-    # each held-out row lands among the rows of its own cluster
     assert separated_in_2d(p.embedding_[held], labels[held]) > 0.85  # chance 0.125
+    shuffled = trustworthiness(X, np.random.default_rng(0).permutation(p.embedding_), n_neighbors=10, metric="cosine")
+    assert trustworthiness(X, p.embedding_, n_neighbors=10, metric="cosine") > shuffled + 0.3
+
+
+def test_sampled_fit_keeps_held_out_neighbourhoods_as_a_full_fit_does():
+    """Trustworthiness (scikit-learn) on a smooth 2-d sheet in 48-d, where every row has true
+    neighbours: the held-out two thirds, placed from their fitted neighbours, keep their
+    neighbourhoods within 0.01 of a full fit of the same method (measured: 0.998 vs 0.999-1.0;
+    a shuffled map scores 0.5, placing each row at its nearest fitted row 0.996)."""
+    from sklearn.manifold import trustworthiness
+
+    rng = np.random.default_rng(3)
+    sheet = rng.uniform(size=(1200, 2)) @ rng.normal(scale=3.0, size=(2, 48)) + rng.uniform(0, 2 * np.pi, 48)
+    X = unit(np.cos(sheet) + 0.02 * rng.normal(size=(1200, 48))).astype(np.float32)
+    p = make_projection("sampled", base="opentsne", sample_size=400, pca_components=20, random_state=0, base_params=QUICK_TSNE).fit(X)
+    full = make_projection("opentsne", metric="cosine", random_state=0, **QUICK_TSNE).fit(X)
+    held = np.setdiff1d(np.arange(1200), p.sample_indices_)
+    t_held = trustworthiness(X[held], p.embedding_[held], n_neighbors=10, metric="cosine")
+    t_full = trustworthiness(X[held], full.embedding_[held], n_neighbors=10, metric="cosine")
+    shuffled = trustworthiness(X[held], rng.permutation(p.embedding_[held]), n_neighbors=10, metric="cosine")
+    assert t_held >= t_full - 0.01 and t_held > shuffled + 0.4, (t_held, t_full, shuffled)
 
 
 def test_sampled_fit_round_trips_through_the_disk_cache(tmp_path, clusters):
