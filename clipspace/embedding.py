@@ -22,7 +22,8 @@ The image tower runs at torch's thread count or one fewer, whichever the call me
 tokenized once, the next batch while the model runs on this one, and run through the text tower
 without the padding after the batch's longest text (`text_features`). Cached vectors are also kept in
 memory (`clipspace.cache`), so a rerun in the same session costs a read and a hash per file, and
-a lookup per input, not a database query.
+a lookup per input, not a database query; a batch with nothing left for the model starts no
+thread (`_ahead`'s ahead_if), so an all-cached call runs on the calling thread alone.
 """
 from __future__ import annotations
 
@@ -31,7 +32,6 @@ import os
 import sqlite3
 import time
 import weakref
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -69,6 +69,9 @@ class Embeddings(np.ndarray):
 
 
 THREADED_READ_BYTES = 64 * 1024  # files at least this big are read and hashed on the reading threads
+# A file's cache key: this prefix and the sha256 of its bytes. No `digest()` over it (a second hash,
+# a fifth of a cached rerun): "file:" keeps it apart from every other key, which is 64 hex digits.
+FILE_KEY = "file:"
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -115,7 +118,7 @@ def encode_images(clip, images, *, batch_size: int = 64, strict: bool | None = N
             if isinstance(src, (str, os.PathLike)):
                 # read once: the key hashes the very bytes decoded, so an edit meanwhile cannot mix them up
                 data = read_image_file(src)
-                return (digest("file", hashlib.sha256(data).hexdigest()) if store else None), data
+                return (FILE_KEY + hashlib.sha256(data).hexdigest() if store else None), data
             img = load_image(src, background, max_pixels=max_pixels)
             return (digest("pixels", img.size, img.tobytes()) if store and cache else None), img
         except BadImageError as e:
@@ -163,7 +166,8 @@ def encode_images(clip, images, *, batch_size: int = 64, strict: bool | None = N
     threads = _ModelThreads(workers, len(batches))
     with ThreadPoolExecutor(workers, thread_name_prefix="clipspace-load") if workers > 0 else nullcontext() as pool, \
             tqdm(total=len(sources), desc="embedding images", unit="img", disable=not show) as bar, \
-            _ahead(lambda b: prepare(b, pool), batches, int(workers > 0), per_item=False) as prepared:
+            _ahead(lambda b: prepare(b, pool), batches, int(workers > 0), per_item=False,
+                   ahead_if=lambda results: any(isinstance(r, tuple) for r in results)) as prepared:  # misses
         for batch, results in zip(batches, prepared):
             for i, r in zip(batch, results):
                 if isinstance(r, BadImageError):
@@ -430,12 +434,19 @@ def _workers(n_items: int) -> int:
 class _ahead:
     """Run `fn` over `batches` one batch ahead of the consumer, on `workers` threads (per item of
     a batch, or per batch with per_item=False); iterate to get each batch's results in order.
-    workers=0 runs everything lazily on the calling thread. Used as a context manager so that
-    an exception in the consumer cancels what is queued."""
+    `ahead_if(results)` (optional) says whether a batch leaves the consumer work to overlap: the
+    next batch is read ahead only after one that does, else it runs on the consumer's thread when
+    asked for (a rerun whose every vector is cached has nothing to overlap, and handing each batch
+    between threads would cost more than it saves). workers=0 runs everything lazily on the
+    calling thread. Used as a context manager so that an exception in the consumer cancels what
+    is queued."""
 
-    def __init__(self, fn, batches, workers: int, per_item: bool = True):
-        self.fn, self.batches, self.per_item = fn, batches, per_item
+    def __init__(self, fn, batches, workers: int, per_item: bool = True, ahead_if=None):
+        self.fn, self.batches, self.per_item, self.ahead_if = fn, batches, per_item, ahead_if
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="clipspace-load") if workers > 0 else None
+
+    def _run(self, batch):
+        return [self.fn(x) for x in batch] if self.per_item else self.fn(batch)
 
     def _submit(self, batch):
         if self.per_item:
@@ -443,16 +454,16 @@ class _ahead:
         return self.pool.submit(self.fn, batch)
 
     def __iter__(self):
-        if self.pool is None:
-            for batch in self.batches:
-                yield [self.fn(x) for x in batch] if self.per_item else self.fn(batch)
-            return
-        queued = deque([self._submit(self.batches[0])] if self.batches else [])
-        for k in range(len(self.batches)):
-            if k + 1 < len(self.batches):  # the next batch starts while this one is consumed
-                queued.append(self._submit(self.batches[k + 1]))
-            head = queued.popleft()
-            yield [f.result() for f in head] if self.per_item else head.result()
+        queued = None
+        for k, batch in enumerate(self.batches):
+            if queued is None:
+                results = self._run(batch)
+            else:
+                results = [f.result() for f in queued] if self.per_item else queued.result()
+            queued = None
+            if self.pool is not None and k + 1 < len(self.batches) and (self.ahead_if is None or self.ahead_if(results)):
+                queued = self._submit(self.batches[k + 1])  # the next batch starts while this one is consumed
+            yield results
 
     def __enter__(self):
         return iter(self)

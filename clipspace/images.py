@@ -75,6 +75,10 @@ def load_image(source, background=WHITE, *, max_pixels: int | None = None) -> Im
                                 "give a file path, a PIL image or a numpy array (HxW or HxWxC)")
 
 
+# O_NONBLOCK: opening a FIFO must not wait for a writer (read_image_file's fstat refuses it)
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+
+
 def read_image_file(path: str | os.PathLike) -> bytes:
     """The bytes of the file at `path` (~ expanded), or BadImageError saying truly why not.
     os-level calls on the happy path (no pathlib, no buffered reader): a cached rerun does nothing
@@ -82,9 +86,9 @@ def read_image_file(path: str | os.PathLike) -> bytes:
     raw = os.fspath(path)
     if raw in ("", b""):  # Path("") would be ".", the current folder
         raise BadImageError(path, "empty path (no file name given)")
-    name = os.path.expanduser(raw)
-    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer (fstat below refuses it)
-        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    name = os.path.expanduser(raw) if raw[:1] in ("~", b"~") else raw
+    try:
+        fd = os.open(name, _OPEN_FLAGS)
     except OSError as e:
         path = Path(name)
         if isinstance(e, PermissionError) and path.is_dir():  # Windows cannot open a folder

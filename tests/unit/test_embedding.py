@@ -509,3 +509,26 @@ def test_unwritable_cache_warns_once_and_keeps_every_embedding(tiny_clip, tmp_pa
     assert len(cache_warnings) == 2  # one per call, not one per input
     np.testing.assert_allclose(got, reference(tiny_clip, ims), atol=1e-5)
     np.testing.assert_allclose(got_texts, encode_texts(tiny_clip, texts), atol=1e-6)
+
+
+def test_a_rerun_whose_every_vector_is_cached_starts_no_thread(tiny_clip, tmp_path, cache_dir, monkeypatch):
+    """Reading ahead pays only while the model has work to overlap: a batch with no misses leaves
+    the next one to the calling thread, so an all-cached call hands nothing between threads (a
+    cold call still reads ahead)."""
+    import threading
+
+    paths = save_all(tmp_path / "imgs", pictures(12, seed=7))
+    started = []
+    start = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", lambda self: (started.append(self.name), start(self))[1])
+    first = encode_images(tiny_clip, paths, batch_size=4, workers=2)
+    assert any(n.startswith("clipspace-load") for n in started)
+    started.clear()
+    with forward_calls(tiny_clip.model.visual) as calls:
+        again = encode_images(tiny_clip, paths, batch_size=4, workers=2)
+    assert calls == [] and started == [] and np.array_equal(again, first)
+    pictures(1, seed=8)[0].save(paths[5])  # one new picture: its batch runs the model, the rest is cached
+    with forward_calls(tiny_clip.model.visual) as calls:
+        mixed = encode_images(tiny_clip, paths, batch_size=4, workers=2)
+    assert sum(calls) == 1 and np.array_equal(np.delete(mixed, 5, 0), np.delete(first, 5, 0))
+    np.testing.assert_allclose(mixed[5], encode_images(tiny_clip, [paths[5]], cache=False)[0], atol=1e-6)
