@@ -165,7 +165,7 @@ def test_encode_contenders_agree_and_ratios_are_reported(tiny_clip, tmp_path, mo
     np.testing.assert_allclose(encode.openclip_per_text(tiny_clip.model, tiny_clip.tokenizer, texts), before, atol=1e-5)
     assert truncated == []
 
-    img = encode.bench_images(tiny_clip, paths, repeat=1, tmp=tmp_path / "img")
+    img = encode.bench_images(tiny_clip, paths, repeat=1, tmp=tmp_path / "img", precision_repeat=1)
     txt = encode.bench_texts(tiny_clip, texts, repeat=1, tmp=tmp_path / "txt")
     assert img["max_abs_diff_vs_open_clip"] < 1e-5 and txt["max_abs_diff_vs_open_clip"] < 1e-5
     for res, n in ((img, 16), (txt, 12)):
