@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
 from PIL import Image
+from threadpoolctl import ThreadpoolController
 from tqdm.auto import tqdm
 
 from clipspace.cache import VectorCache, describe_transform, digest, warn_user as _warn
@@ -164,7 +165,7 @@ def encode_images(clip, images, *, batch_size: int = 64, strict: bool | None = N
     show = len(sources) > 2 * batch_size if progress is None else progress
     workers = _workers(len(sources)) if workers is None else int(workers)
     threads = _ModelThreads(workers, len(batches))
-    with ThreadPoolExecutor(workers, thread_name_prefix="clipspace-load") if workers > 0 else nullcontext() as pool, \
+    with _reading_threads(workers) if workers > 0 else nullcontext() as pool, \
             tqdm(total=len(sources), desc="embedding images", unit="img", disable=not show) as bar, \
             _ahead(lambda b: prepare(b, pool), batches, int(workers > 0), per_item=False,
                    ahead_if=lambda results: any(isinstance(r, tuple) for r in results)) as prepared:  # misses
@@ -431,6 +432,26 @@ def _workers(n_items: int) -> int:
     return 0 if n_items < 8 or cores < 2 else min(4, cores)
 
 
+def _reading_threads(workers: int) -> ThreadPoolExecutor:
+    """A pool of `workers` threads whose torch ops run on one OpenMP thread each (the calling
+    thread's count is untouched). Preprocessing one 224 px image in parallel saves nothing, and a
+    thread doing it gets an OpenMP team of its own: while such threads were alive, the model's
+    forward on the calling thread ran 5-14 % slower (ViT-B-32, 2 cores, measured; likely libgomp
+    cutting its barrier spin-waits once it manages more threads than cores)."""
+    return ThreadPoolExecutor(workers, thread_name_prefix="clipspace-load", initializer=_torch_on_one_thread)
+
+
+_OPENMP = None  # threadpoolctl's handle on the OpenMP runtime torch loaded, found once
+
+
+def _torch_on_one_thread() -> None:
+    global _OPENMP
+    torch.get_num_threads()  # torch sets a new thread's OpenMP count on its first call: let it, then override
+    if _OPENMP is None:
+        _OPENMP = ThreadpoolController().select(user_api="openmp")
+    _OPENMP.limit(limits=1)  # omp_set_num_threads(1): this thread's own setting, by the OpenMP spec
+
+
 class _ahead:
     """Run `fn` over `batches` one batch ahead of the consumer, on `workers` threads (per item of
     a batch, or per batch with per_item=False); iterate to get each batch's results in order.
@@ -443,7 +464,7 @@ class _ahead:
 
     def __init__(self, fn, batches, workers: int, per_item: bool = True, ahead_if=None):
         self.fn, self.batches, self.per_item, self.ahead_if = fn, batches, per_item, ahead_if
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="clipspace-load") if workers > 0 else None
+        self.pool = _reading_threads(workers) if workers > 0 else None
 
     def _run(self, batch):
         return [self.fn(x) for x in batch] if self.per_item else self.fn(batch)

@@ -532,3 +532,35 @@ def test_a_rerun_whose_every_vector_is_cached_starts_no_thread(tiny_clip, tmp_pa
         mixed = encode_images(tiny_clip, paths, batch_size=4, workers=2)
     assert sum(calls) == 1 and np.array_equal(np.delete(mixed, 5, 0), np.delete(first, 5, 0))
     np.testing.assert_allclose(mixed[5], encode_images(tiny_clip, [paths[5]], cache=False)[0], atol=1e-6)
+
+
+def test_reading_threads_run_torch_on_one_thread_and_leave_the_callers_count(tiny_clip, tmp_path, monkeypatch):
+    """Preprocessing on the reading threads runs torch single-threaded (each such thread would
+    otherwise get an OpenMP team of its own, which slowed the model's forward by 5-14 %); the calling
+    thread, and threads started later, keep torch's count."""
+    import threading
+
+    paths = save_all(tmp_path / "imgs", pictures(12, seed=9))
+    caller, seen, preprocess = threading.current_thread(), [], tiny_clip.preprocess
+
+    def spy(img):
+        seen.append((threading.current_thread() is caller, torch.get_num_threads()))
+        return preprocess(img)
+
+    monkeypatch.setattr(tiny_clip, "preprocess", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # `make test` runs with OMP_NUM_THREADS=1: make there be something to keep
+    try:
+        got = encode_images(tiny_clip, paths, batch_size=4, workers=2, cache=False)
+        after, later = torch.get_num_threads(), []
+        t = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+        t.start()
+        t.join()
+        reads = list(seen)
+        serial = encode_images(tiny_clip, paths, batch_size=4, workers=0, cache=False)  # the same pixels
+    finally:
+        torch.set_num_threads(before)
+    assert after == 2 and later == [2]
+    assert any(not on_caller for on_caller, _ in reads)
+    assert all(n == (2 if on_caller else 1) for on_caller, n in reads), reads
+    assert np.array_equal(got, serial)
