@@ -5,6 +5,7 @@
   would be ~112k images/s) and of a measured bf16 matmul peak.
 - images/s through `clip.encode_images(paths)` (PNG decoding and preprocessing included), against
   a torch DataLoader with worker processes doing the decoding (what overlap would give).
+- `encode_images(precision=...)` at fp32 / bf16 / fp16 from the same files: speed and agreement with fp32.
 - the Stable unCLIP adapter (`clipspace.unclip.stable_unclip`) on tiny components built from configs:
   invert plus decode, one image, 50 steps.
 Every measurement function takes a device, so the same code is smoke-tested on the CPU.
@@ -133,6 +134,27 @@ def files_throughput(device, n: int = 512, repeat: int = 3, workers: int = 8) ->
     return out
 
 
+def precision_on_device(device, n: int = 512, repeat: int = 3, arch: str = subjects.RANDOM_ARCH) -> dict:
+    """encode_images from n PNG files (cache off) at fp32 and at each reduced precision on `device`:
+    images/s each, and each one's agreement with fp32 (cosine, zero-shot top-1: the encode section's
+    `precision_agreement`), side by side."""
+    from clipspace import load_clip
+
+    from .encode import PRECISIONS, precision_agreement
+
+    device = torch.device(device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clip = load_clip(arch, device=str(device))
+    with tempfile.TemporaryDirectory() as d:
+        paths = subjects.write_image_files(Path(d), n)
+        speed = {p: summarize([n / s for s in _seconds(
+            lambda p=p: clip.encode_images(paths, cache=False, progress=False, precision=p), device, repeat)])
+            for p in ("fp32",) + PRECISIONS}
+        agreement = precision_agreement(clip, paths)
+    return {"speed": speed, "agreement": agreement}
+
+
 def tiny_stable_unclip(device, embed_dim: int = 128, seed: int = 0):
     """A StableUnclipDecoder over tiny, randomly initialised components (the tests' own)."""
     from diffusers import StableUnCLIPImg2ImgPipeline
@@ -178,6 +200,14 @@ def measure(device, quick: bool = False) -> dict:
     files = files_throughput(device, n=n_files, repeat=1 if quick else 3, workers=0 if quick else 8)
     for what, r in files.items():
         rows.append({"what": f"ViT-B-32 fp32 from {n_files} PNG files: {what}", "images_per_s": r})
+    arch = "ViT-S-32-alt" if quick else subjects.RANDOM_ARCH
+    prec = precision_on_device(device, n=n_files, repeat=1 if quick else 3, arch=arch)
+    for p, r in prec["speed"].items():
+        a = prec["agreement"].get(p)
+        rows.append({"what": f"{arch} encode_images precision={p!r}, {n_files} PNG files, cache off", "images_per_s": r,
+                     "vs_fp32": r["median"] / prec["speed"]["fp32"]["median"],
+                     "agreement": (f"cosine min {a['cos_min']:.6f}, zero-shot top-1 {a['top1_agreement']:.0%} "
+                                   f"({prec['agreement']['n_captions']} captions)") if a else "(the reference)"})
     su = stable_unclip_roundtrip(device, steps=5 if quick else 50, repeat=1 if quick else 5)
     return {"date": now(), "device": name, "datasheet_bf16_tflops": sheet, "measured_bf16_matmul_tflops": matmul,
             "rows": rows, "stable_unclip_roundtrip_s": su}
@@ -196,6 +226,7 @@ def _section(figures: dict, status: str, reason: str = "") -> dict:
             "tables": [{"caption": "", "columns": [["what", "what"], ["images_per_s", "images/s"],
                                                    ["share_datasheet", "share of datasheet peak"],
                                                    ["share_measured", "share of measured matmul peak"],
+                                                   ["vs_fp32", "speed vs fp32"], ["agreement", "agreement with fp32"],
                                                    ["seconds", "seconds"]], "rows": rows}] if rows else [],
             "data": figures}
 
@@ -222,7 +253,9 @@ def arithmetic() -> list[str]:
             "measured there: (1) ViT-B-32 image tower, bf16, batch 512, from preprocessed tensors: images/s and "
             "its share of the datasheet and of a measured bf16 matmul peak; (2) images/s from 512 PNG files "
             "through `encode_images` (decoding and preprocessing included) against a DataLoader with 8 workers; "
-            "(3) the Stable unCLIP adapter on tiny components: invert + decode one image, 50 steps."]
+            "(3) `encode_images(precision=...)` at fp32, bf16 and fp16 from the same files: images/s and agreement "
+            "with fp32 (cosine, zero-shot top-1), side by side; (4) the Stable unCLIP adapter on tiny components: "
+            "invert + decode one image, 50 steps."]
 
 
 def run(quick: bool = False) -> dict:
