@@ -22,8 +22,9 @@ The image tower runs at torch's thread count or one fewer, whichever the call me
 tokenized once, the next batch while the model runs on this one, and run through the text tower
 without the padding after the batch's longest text (`text_features`). Cached vectors are also kept in
 memory (`clipspace.cache`), so a rerun in the same session costs a read and a hash per file, and
-a lookup per input, not a database query; a batch with nothing left for the model starts no
-thread (`_ahead`'s ahead_if), so an all-cached call runs on the calling thread alone.
+a lookup per input, not a database query; a batch with nothing left for the model is not read
+ahead on another thread (`_ahead`'s ahead_if), so an all-cached call of small files runs on the
+calling thread alone. The reading threads run torch on one OpenMP thread (`_reading_threads`).
 """
 from __future__ import annotations
 
