@@ -14,8 +14,9 @@ Contenders, on the same model and the same inputs, interleaved round by round:
   vector read from the cache's SQLite database (one query per batch). Both are the mean of
   CACHED_CALLS calls back to back in each round: one call is ~10 ms, too short to time alone here.
 - "clipspace, bf16" / "clipspace, fp16": `encode_images(..., precision=...)`, cache off, against the
-  fp32 call with the cache off, in rounds of their own (fewer: their ratios are far from 1); their agreement with fp32 (cosine of each image's two vectors, and
-  zero-shot top-1 agreement over the captions of the same world scenes) is in the precision table.
+  fp32 call with the cache off, in rounds of their own (fewer: their ratios are far from 1); their
+  agreement with fp32 (cosine of each image's two vectors, and zero-shot top-1 agreement over the
+  captions of the same world scenes) is in the precision table.
 - "before fix: ...": the code paths as they were before the fixes in findings.md, timed in the same
   rounds: images read on the calling thread (`workers=0`), a rerun reading each vector from its
   file, texts tokenized twice (`encode_texts_before`, a copy of the old function).

@@ -4,8 +4,8 @@
   GPU's peak (ViT-B-32 is 8.82 GFLOPs per image, counted; an H100 SXM's 989 dense bf16 TFLOP/s
   would be ~112k images/s) and of a measured bf16 matmul peak.
 - images/s through `clip.encode_images(paths)` (PNG decoding and preprocessing included), against
-  a torch DataLoader with worker processes doing the decoding (what overlap would give).
-- `encode_images(precision=...)` at fp32 / bf16 / fp16 from the same files: speed and agreement with fp32.
+  a torch DataLoader with worker processes doing the decoding (what overlap would give), and the
+  same call at bf16 / fp16 (`precision=`) with its agreement with fp32, side by side.
 - the Stable unCLIP adapter (`clipspace.unclip.stable_unclip`) on tiny components built from configs:
   invert plus decode, one image, 50 steps.
 Every measurement function takes a device, so the same code is smoke-tested on the CPU.
@@ -96,16 +96,21 @@ def device_matmul_peak(device, n: int = 8192, dtype=torch.bfloat16, iters: int =
     return best
 
 
-def files_throughput(device, n: int = 512, repeat: int = 3, workers: int = 8) -> dict:
-    """images/s embedding n PNG files: clipspace's encode_images (cache off) vs a DataLoader with workers."""
+def files_throughput(device, n: int = 512, repeat: int = 3, workers: int = 8, arch: str = subjects.RANDOM_ARCH) -> dict:
+    """images/s embedding n PNG files: clipspace's encode_images (cache off) at fp32 and at each
+    reduced precision, and a DataLoader with workers at fp32 ("speed", keyed "fp32", "bf16", "fp16"
+    and the DataLoader's name); each reduced precision's agreement with fp32 (cosine, zero-shot
+    top-1: the encode section's `precision_agreement`) on the same files ("agreement")."""
     from PIL import Image
 
     from clipspace import load_clip
 
+    from .encode import PRECISIONS, precision_agreement
+
     device = torch.device(device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        clip = load_clip(subjects.RANDOM_ARCH, device=str(device))
+        clip = load_clip(arch, device=str(device))
 
     class Files(torch.utils.data.Dataset):
         def __init__(self, paths):
@@ -127,30 +132,10 @@ def files_throughput(device, n: int = 512, repeat: int = 3, workers: int = 8) ->
                 for x in loader:
                     clip.model.encode_image(x.to(device, non_blocking=True), normalize=True).float().cpu()
 
-        out = {}
-        for name, fn in (("clipspace encode_images", lambda: clip.encode_images(paths, cache=False, progress=False)),
-                         (f"DataLoader, {workers} workers", dataloader)):
-            out[name] = summarize([n / s for s in _seconds(fn, device, repeat)])
-    return out
-
-
-def precision_on_device(device, n: int = 512, repeat: int = 3, arch: str = subjects.RANDOM_ARCH) -> dict:
-    """encode_images from n PNG files (cache off) at fp32 and at each reduced precision on `device`:
-    images/s each, and each one's agreement with fp32 (cosine, zero-shot top-1: the encode section's
-    `precision_agreement`), side by side."""
-    from clipspace import load_clip
-
-    from .encode import PRECISIONS, precision_agreement
-
-    device = torch.device(device)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        clip = load_clip(arch, device=str(device))
-    with tempfile.TemporaryDirectory() as d:
-        paths = subjects.write_image_files(Path(d), n)
-        speed = {p: summarize([n / s for s in _seconds(
-            lambda p=p: clip.encode_images(paths, cache=False, progress=False, precision=p), device, repeat)])
-            for p in ("fp32",) + PRECISIONS}
+        contenders = {p: lambda p=p: clip.encode_images(paths, cache=False, progress=False, precision=p)
+                      for p in ("fp32",) + PRECISIONS}
+        contenders[f"DataLoader, {workers} workers"] = dataloader
+        speed = {name: summarize([n / s for s in _seconds(fn, device, repeat)]) for name, fn in contenders.items()}
         agreement = precision_agreement(clip, paths)
     return {"speed": speed, "agreement": agreement}
 
@@ -197,17 +182,17 @@ def measure(device, quick: bool = False) -> dict:
     rows = [{"what": f"ViT-B-32 image tower, bf16, preprocessed tensors, batch {batch}", "images_per_s": vit,
              "share_datasheet": vit["median"] * flops / (sheet * 1e12) if sheet else None,
              "share_measured": vit["median"] * flops / (matmul * 1e12)}]
-    files = files_throughput(device, n=n_files, repeat=1 if quick else 3, workers=0 if quick else 8)
-    for what, r in files.items():
-        rows.append({"what": f"ViT-B-32 fp32 from {n_files} PNG files: {what}", "images_per_s": r})
     arch = "ViT-S-32-alt" if quick else subjects.RANDOM_ARCH
-    prec = precision_on_device(device, n=n_files, repeat=1 if quick else 3, arch=arch)
-    for p, r in prec["speed"].items():
-        a = prec["agreement"].get(p)
-        rows.append({"what": f"{arch} encode_images precision={p!r}, {n_files} PNG files, cache off", "images_per_s": r,
-                     "vs_fp32": r["median"] / prec["speed"]["fp32"]["median"],
-                     "agreement": (f"cosine min {a['cos_min']:.6f}, zero-shot top-1 {a['top1_agreement']:.0%} "
-                                   f"({prec['agreement']['n_captions']} captions)") if a else "(the reference)"})
+    files = files_throughput(device, n=n_files, repeat=1 if quick else 3, workers=0 if quick else 8, arch=arch)
+    fp32, agree = files["speed"]["fp32"]["median"], files["agreement"]
+    for what, r in files["speed"].items():
+        row = {"what": f"{arch} from {n_files} PNG files: " + (what if what.startswith("DataLoader") else
+                                                               f"clipspace encode_images, precision={what!r}"),
+               "images_per_s": r, "vs_fp32": r["median"] / fp32}
+        if what in agree:
+            row["agreement"] = (f"cosine min {agree[what]['cos_min']:.6f}, zero-shot top-1 "
+                                f"{agree[what]['top1_agreement']:.0%} ({agree['n_captions']} captions)")
+        rows.append(row)
     su = stable_unclip_roundtrip(device, steps=5 if quick else 50, repeat=1 if quick else 5)
     return {"date": now(), "device": name, "datasheet_bf16_tflops": sheet, "measured_bf16_matmul_tflops": matmul,
             "rows": rows, "stable_unclip_roundtrip_s": su}
@@ -252,10 +237,10 @@ def arithmetic() -> list[str]:
             "`DATASHEET_BF16_TFLOPS`, in place of 989).",
             "measured there: (1) ViT-B-32 image tower, bf16, batch 512, from preprocessed tensors: images/s and "
             "its share of the datasheet and of a measured bf16 matmul peak; (2) images/s from 512 PNG files "
-            "through `encode_images` (decoding and preprocessing included) against a DataLoader with 8 workers; "
-            "(3) `encode_images(precision=...)` at fp32, bf16 and fp16 from the same files: images/s and agreement "
-            "with fp32 (cosine, zero-shot top-1), side by side; (4) the Stable unCLIP adapter on tiny components: "
-            "invert + decode one image, 50 steps."]
+            "through `encode_images` (decoding and preprocessing included) against a DataLoader with 8 workers, "
+            "and through `encode_images(precision=...)` at bf16 and fp16 with their agreement with fp32 (cosine, "
+            "zero-shot top-1), side by side; (3) the Stable unCLIP adapter on tiny components: invert + decode one "
+            "image, 50 steps."]
 
 
 def run(quick: bool = False) -> dict:

@@ -221,9 +221,10 @@ def test_gpu_measurements_run_on_the_cpu(monkeypatch):
     r = gpu.vit_tensor_throughput("cpu", batch=1, iters=1, repeat=1, arch="ViT-S-32-alt", dtype=torch_float32())
     assert r["median"] > 0
     assert gpu.device_matmul_peak("cpu", n=64, dtype=torch_float32(), iters=1) > 0
-    prec = gpu.precision_on_device("cpu", n=4, repeat=1, arch="ViT-S-32-alt")
-    assert set(prec["speed"]) == {"fp32", "bf16", "fp16"} and all(r["median"] > 0 for r in prec["speed"].values())
-    assert prec["agreement"]["bf16"]["cos_min"] > 0.99  # autocast keeps the direction; the figure is the device's
+    files = gpu.files_throughput("cpu", n=4, repeat=1, workers=0, arch="ViT-S-32-alt")
+    assert set(files["speed"]) == {"fp32", "bf16", "fp16", "DataLoader, 0 workers"}
+    assert all(r["median"] > 0 for r in files["speed"].values())
+    assert files["agreement"]["bf16"]["cos_min"] > 0.99  # autocast keeps the direction; the figure is the device's
 
 
 def torch_float32():
